@@ -1,0 +1,367 @@
+"""The YAML configuration: typed, validated once at the edge.
+
+Every section is a frozen dataclass validated by pydantic (strict types, unknown keys
+rejected), so the rest of kvswarm never re-checks its inputs. `load_config` turns any
+problem into a `ConfigError` whose one-line message names the file and the key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+import yaml
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+
+from kvswarm.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+Mode = Literal["pd_disaggregated", "non_disaggregated"]
+Endpoint = Literal["chat", "completions"]
+Engine = Literal["auto", "vllm", "llama.cpp", "sglang", "sim", "openai"]
+
+
+def _check_ratio(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+Ratio = Annotated[float, AfterValidator(_check_ratio)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+SCENARIO_NAMES = (
+    "long_context_high_reuse",
+    "code_generation",
+    "multi_turn_conversation",
+    "batch_processing",
+    "cold_start",
+)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TargetConfig:
+    """The server under test. `base_url` may end in `/v1` or not."""
+
+    base_url: str = "http://localhost:8000/v1"
+    model: str = "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"
+    endpoint: Endpoint = "chat"
+    engine: Engine = "auto"
+    # Read from the environment (OPENAI_API_KEY / KVSWARM_API_KEY) when not set here;
+    # never written to results.
+    api_key: str | None = None
+    # The served model's context length in tokens: prompts + max_tokens must fit.
+    max_model_len: PositiveInt = 32768
+
+
+@dataclass(frozen=True, config=_STRICT)
+class GenerationConfig:
+    """Sampling parameters sent with every request."""
+
+    max_tokens: PositiveInt = 64
+    temperature: Annotated[float, Field(ge=0.0)] = 0.0
+    # vLLM extension: generate exactly max_tokens, so TPOT is comparable across requests.
+    ignore_eos: bool = True
+    stream: bool = True
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TimeoutsConfig:
+    """Seconds before a request is failed as `connect`, `timeout_ttft` or `timeout_idle`."""
+
+    connect_s: PositiveFloat = 10.0
+    ttft_s: PositiveFloat = 120.0
+    idle_s: PositiveFloat = 60.0
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SloConfig:
+    """Service-level objectives for goodput and verdicts (milliseconds)."""
+
+    ttft_ms: PositiveFloat = 2000.0
+    tpot_ms: PositiveFloat = 100.0
+
+
+@dataclass(frozen=True, config=_STRICT)
+class DeploymentModeConfig:
+    """One deployment mode: whether it is tested and where its entry point is."""
+
+    enabled: bool = True
+    base_url: str | None = None
+
+
+@dataclass(frozen=True, config=_STRICT)
+class DeploymentModesConfig:
+    pd_disaggregated: DeploymentModeConfig = DeploymentModeConfig(
+        base_url="http://localhost:9000/v1"
+    )
+    non_disaggregated: DeploymentModeConfig = DeploymentModeConfig(
+        base_url="http://localhost:8000/v1"
+    )
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ModelConfig:
+    """A model of the large-model config (`models.<key>`)."""
+
+    name: str
+    tensor_parallel_size: PositiveInt = 1
+    max_model_len: PositiveInt = 32768
+    max_tokens: PositiveInt | None = None
+    gpu_memory_utilization: Ratio = 0.9
+    quantization: str | None = None
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TokenizerConfig:
+    """How prompt lengths in tokens are achieved (see kvswarm.tokens).
+
+    `auto` tries the server's /tokenize, then `hf_name` if it loads offline, then a
+    chars-per-token ratio calibrated from the server's reported usage.
+    """
+
+    method: Literal["auto", "server", "hf", "ratio"] = "auto"
+    hf_name: str | None = None
+    chars_per_token: PositiveFloat = 4.0
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ScenarioConfig:
+    """One scenario's workload shape. Lengths are in tokens of the served model.
+
+    A request is `shared prefix` + `unique part`: the shared prefix comes from a pool of
+    `pool_size` deterministic documents/codebases/templates/openers of
+    `shared_tokens_min`..`shared_tokens_max` tokens; with probability `reuse_ratio` it is
+    one the server has already seen. The unique part is `unique_tokens` long.
+    """
+
+    enabled: bool = True
+    weight: NonNegativeInt = 1
+    reuse_ratio: Ratio = 0.0
+    pool_size: PositiveInt = 4
+    shared_tokens_min: NonNegativeInt = 0
+    shared_tokens_max: NonNegativeInt = 0
+    unique_tokens: PositiveInt = 64
+    max_tokens: PositiveInt | None = None
+    # multi-turn only: a conversation ends after this many turns or history tokens.
+    max_turns: PositiveInt = 8
+    max_history_tokens: PositiveInt = 16000
+    # Seconds a simulated user waits between requests (uniform in [min, max]).
+    wait_min_s: Annotated[float, Field(ge=0.0)] = 0.0
+    wait_max_s: Annotated[float, Field(ge=0.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> ScenarioConfig:
+        if self.shared_tokens_max < self.shared_tokens_min:
+            raise ValueError(
+                f"shared_tokens_max ({self.shared_tokens_max}) must be >= "
+                f"shared_tokens_min ({self.shared_tokens_min})"
+            )
+        if self.wait_max_s < self.wait_min_s:
+            raise ValueError(
+                f"wait_max_s ({self.wait_max_s}) must be >= wait_min_s ({self.wait_min_s})"
+            )
+        return self
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ScenariosConfig:
+    """The five scenarios of the original suite, with its defaults."""
+
+    long_context_high_reuse: ScenarioConfig = ScenarioConfig(
+        reuse_ratio=0.9, pool_size=4, shared_tokens_min=16000, shared_tokens_max=32000,
+        unique_tokens=64,
+    )
+    code_generation: ScenarioConfig = ScenarioConfig(
+        reuse_ratio=0.8, pool_size=4, shared_tokens_min=8000, shared_tokens_max=8000,
+        unique_tokens=128,
+    )
+    multi_turn_conversation: ScenarioConfig = ScenarioConfig(
+        reuse_ratio=0.85, pool_size=8, shared_tokens_min=1000, shared_tokens_max=2000,
+        unique_tokens=64, max_turns=8, max_history_tokens=16000,
+    )
+    batch_processing: ScenarioConfig = ScenarioConfig(
+        reuse_ratio=0.95, pool_size=3, shared_tokens_min=2000, shared_tokens_max=4000,
+        unique_tokens=256,
+    )
+    cold_start: ScenarioConfig = ScenarioConfig(
+        reuse_ratio=0.0, pool_size=1, shared_tokens_min=0, shared_tokens_max=0,
+        unique_tokens=4000,
+    )
+
+    def get(self, name: str) -> ScenarioConfig:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ResultsConfig:
+    dir: str = "results"
+    # Seconds between flushes of requests.csv, so a killed run keeps what it measured.
+    flush_interval_s: PositiveFloat = 2.0
+    # Seconds at the start of a run excluded from throughput and percentiles.
+    warmup_s: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+@dataclass(frozen=True, config=_STRICT)
+class Config:
+    """A whole kvswarm configuration file."""
+
+    target: TargetConfig = TargetConfig()
+    generation: GenerationConfig = GenerationConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    slo: SloConfig = SloConfig()
+    deployment_modes: DeploymentModesConfig = DeploymentModesConfig()
+    # Addresses of the machines in the deployment, for reports and scraping.
+    machines: dict[str, str] = Field(default_factory=dict)
+    # The large-model config picks one of `models` by key.
+    active_model: str | None = None
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    # Extra Prometheus endpoints to snapshot (name -> URL of a /metrics page).
+    metrics_endpoints: dict[str, str] = Field(default_factory=dict)
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    scenarios: ScenariosConfig = ScenariosConfig()
+    results: ResultsConfig = ResultsConfig()
+    # Seed of every deterministic shared prefix; the same on every worker.
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _active_model_is_defined(self) -> Config:
+        if self.active_model is not None and self.active_model not in self.models:
+            defined = ", ".join(sorted(self.models)) or "none"
+            raise ValueError(
+                f"active_model: '{self.active_model}' is not defined in models "
+                f"(defined: {defined})"
+            )
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The model sent in requests: the active model's name, else target.model."""
+        if self.active_model is not None:
+            return self.models[self.active_model].name
+        return self.target.model
+
+    @property
+    def max_model_len(self) -> int:
+        if self.active_model is not None:
+            return self.models[self.active_model].max_model_len
+        return self.target.max_model_len
+
+    @property
+    def max_tokens(self) -> int:
+        if self.active_model is not None and self.models[self.active_model].max_tokens:
+            return self.models[self.active_model].max_tokens
+        return self.generation.max_tokens
+
+    def base_url_for(self, mode: Mode | None) -> str:
+        """The entry point for a deployment mode, falling back to target.base_url."""
+        if mode is not None:
+            url = getattr(self.deployment_modes, mode).base_url
+            if url:
+                return url
+        return self.target.base_url
+
+
+_ADAPTER = TypeAdapter(Config)
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate already-loaded YAML data; errors name `source` and the key path."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {_kind(data)}")
+    try:
+        return _ADAPTER.validate_json(orjson.dumps(data), strict=True)
+    except orjson.JSONEncodeError as exc:
+        raise ConfigError(f"{source}: unsupported YAML value ({exc})") from None
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate a YAML config; `None` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: {where}{problem}") from None
+    return parse_config(data, str(path))
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    """The first validation error as `source: key.path: what was expected, got what`."""
+    error = exc.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in error["loc"])
+    message = _MESSAGES.get(error["type"], lambda e: e["msg"])(error)
+    if error["type"] == "value_error":
+        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+        if isinstance(error.get("input"), dict):
+            # a whole-section check phrases its own message, naming its keys.
+            return f"{source}: {loc + ': ' if loc else ''}{message}"
+    got = "" if error["type"] in _NO_GOT else f", got {_show(error.get('input'))}"
+    return f"{source}: {loc}: {message}{got}"
+
+
+_MESSAGES = {
+    "extra_forbidden": lambda e: "unknown key",
+    "unexpected_keyword_argument": lambda e: "unknown key",
+    "missing": lambda e: "required field is missing",
+    "missing_argument": lambda e: "required field is missing",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}",
+    "greater_than": lambda e: f"must be > {e['ctx']['gt']}",
+    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']}",
+    "int_type": lambda e: "must be an integer",
+    "float_type": lambda e: "must be a number",
+    "bool_type": lambda e: "must be true or false",
+    "string_type": lambda e: "must be a string",
+    "dict_type": lambda e: "must be a mapping",
+    "dataclass_type": lambda e: "must be a mapping",
+    "literal_error": lambda e: f"must be one of {e['ctx']['expected']}",
+}
+_NO_GOT = {"extra_forbidden", "unexpected_keyword_argument", "missing", "missing_argument"}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return orjson.dumps(value).decode()
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as plain data with every secret removed, for run.json."""
+    data = TypeAdapter(Config).dump_python(config, mode="json")
+    if data["target"].get("api_key"):
+        data["target"]["api_key"] = "<redacted>"
+    return data
