@@ -181,23 +181,40 @@ class ScenariosConfig:
     """The five scenarios of the original suite, with its defaults."""
 
     long_context_high_reuse: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.9, pool_size=4, shared_tokens_min=16000, shared_tokens_max=32000,
+        reuse_ratio=0.9,
+        pool_size=4,
+        shared_tokens_min=16000,
+        shared_tokens_max=32000,
         unique_tokens=64,
     )
     code_generation: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.8, pool_size=4, shared_tokens_min=8000, shared_tokens_max=8000,
+        reuse_ratio=0.8,
+        pool_size=4,
+        shared_tokens_min=8000,
+        shared_tokens_max=8000,
         unique_tokens=128,
     )
     multi_turn_conversation: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.85, pool_size=8, shared_tokens_min=1000, shared_tokens_max=2000,
-        unique_tokens=64, max_turns=8, max_history_tokens=16000,
+        reuse_ratio=0.85,
+        pool_size=8,
+        shared_tokens_min=1000,
+        shared_tokens_max=2000,
+        unique_tokens=64,
+        max_turns=8,
+        max_history_tokens=16000,
     )
     batch_processing: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.95, pool_size=3, shared_tokens_min=2000, shared_tokens_max=4000,
+        reuse_ratio=0.95,
+        pool_size=3,
+        shared_tokens_min=2000,
+        shared_tokens_max=4000,
         unique_tokens=256,
     )
     cold_start: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.0, pool_size=1, shared_tokens_min=0, shared_tokens_max=0,
+        reuse_ratio=0.0,
+        pool_size=1,
+        shared_tokens_min=0,
+        shared_tokens_max=0,
         unique_tokens=4000,
     )
 
@@ -241,8 +258,7 @@ class Config:
         if self.active_model is not None and self.active_model not in self.models:
             defined = ", ".join(sorted(self.models)) or "none"
             raise ValueError(
-                f"active_model: '{self.active_model}' is not defined in models "
-                f"(defined: {defined})"
+                f"active_model: '{self.active_model}' is not defined in models (defined: {defined})"
             )
         return self
 

@@ -1,0 +1,105 @@
+"""The end-of-run summary: per scenario, counts, throughput and exact percentiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.runs import Run, itl_values
+
+PERCENTILES = (50, 90, 99)
+METRICS = ("ttft", "tpot", "itl", "e2e")
+
+
+@dataclass(frozen=True)
+class ScenarioSummary:
+    """One scenario (or "all") of a run. Latencies in ms; None where nothing was measured."""
+
+    scenario: str
+    requests: int
+    ok: int
+    cancelled: int
+    failures: dict[str, int]
+    requests_per_s: float | None
+    output_tokens_per_s: float | None
+    # metric -> percentile -> ms, e.g. latency["ttft"][99]
+    latency: dict[str, dict[int, float | None]] = field(default_factory=dict)
+
+
+def _percentiles(values: pd.Series) -> dict[int, float | None]:
+    values = values.dropna()
+    if values.empty:
+        return {p: None for p in PERCENTILES}
+    computed = np.percentile(values.to_numpy(dtype=float), PERCENTILES)
+    return {p: float(v) for p, v in zip(PERCENTILES, computed, strict=True)}
+
+
+def summarize_rows(name: str, rows: pd.DataFrame, window_s: float | None) -> ScenarioSummary:
+    """Exact percentiles over the successful rows; failures counted by category."""
+    cancelled = rows["failure"] == "cancelled"
+    ok_rows = rows[rows["ok"]]
+    failed = rows[~rows["ok"] & ~cancelled]
+    failures = {str(k): int(v) for k, v in failed["failure"].value_counts().sort_index().items()}
+    rate = None if not window_s else len(ok_rows) / window_s
+    tokens = None if not window_s else float(ok_rows["output_tokens"].sum()) / window_s
+    latency = {
+        "ttft": _percentiles(ok_rows["ttft_ms"]),
+        "tpot": _percentiles(ok_rows["tpot_ms"]),
+        "itl": _percentiles(itl_values(ok_rows)),
+        "e2e": _percentiles(ok_rows["e2e_ms"]),
+    }
+    return ScenarioSummary(
+        scenario=name,
+        requests=int(len(rows) - cancelled.sum()),
+        ok=int(len(ok_rows)),
+        cancelled=int(cancelled.sum()),
+        failures=failures,
+        requests_per_s=rate,
+        output_tokens_per_s=tokens,
+        latency=latency,
+    )
+
+
+def summarize(run: Run) -> list[ScenarioSummary]:
+    """One summary per scenario, then one for all scenarios together when several ran."""
+    requests = run.requests
+    window = run.window_s
+    summaries = [
+        summarize_rows(str(name), rows, window)
+        for name, rows in requests.groupby("scenario", sort=True)
+    ]
+    if len(summaries) > 1:
+        summaries.append(summarize_rows("all", requests, window))
+    return summaries
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_summary(summaries: list[ScenarioSummary], results_dir: str) -> str:
+    """A compact text table: counts and throughput, then p50/p90/p99 per metric."""
+    lines = ["kvswarm summary (latencies in ms; exact percentiles over successful requests)"]
+    if not summaries:
+        lines.append("  no requests were recorded")
+    for s in summaries:
+        failures = ", ".join(f"{k} {v}" for k, v in s.failures.items()) or "none"
+        lines.append("")
+        lines.append(
+            f"{s.scenario}: {s.requests} requests, {s.ok} ok, failures: {failures}"
+            + (f", {s.cancelled} cancelled at stop" if s.cancelled else "")
+        )
+        lines.append(
+            f"  throughput: {_cell(s.requests_per_s, 2)} req/s, "
+            f"{_cell(s.output_tokens_per_s, 1)} output tok/s"
+        )
+        lines.append(f"  {'metric':<6} {'p50':>10} {'p90':>10} {'p99':>10}")
+        for metric in METRICS:
+            values = s.latency[metric]
+            cells = " ".join(f"{_cell(values[p], 2):>10}" for p in PERCENTILES)
+            lines.append(f"  {metric.upper():<6} {cells}")
+    lines.append("")
+    lines.append(f"results: {results_dir}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,559 @@
+"""A streaming client for OpenAI-compatible completion servers, built for measuring.
+
+One `StreamingClient` per simulated user holds one keep-alive connection. `complete()`
+sends a request and returns a `StreamResult` with the timings defined in DESIGN.md:
+the request start is stamped just before the request bytes are written; every SSE event
+is stamped with the time its last byte was received (the `recv` that completed it), never
+when a parser got round to it. HTTP is parsed by httptools (llhttp) and SSE by
+sseclient-py, both fed the bytes of each `recv` as they arrive, so no read waits for a
+buffer to fill.
+
+No Locust here: the client works the same under Locust, in a benchmark or a script.
+Under gevent (Locust monkey-patches `socket`) each blocking call yields to other users.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+import orjson
+from sseclient import SSEClient
+
+from kvswarm import __version__
+from kvswarm.errors import ConfigError
+
+_RECV_SIZE = 65536
+# The most of an error response body kept in a record.
+_ERROR_BODY_LIMIT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds: connecting, waiting for the first generated text, and mid-stream silence."""
+
+    connect_s: float = 10.0
+    ttft_s: float = 120.0
+    idle_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """What to send. `endpoint` "chat" sends `messages`; "completions" sends `prompt`."""
+
+    endpoint: str
+    model: str
+    max_tokens: int
+    messages: Sequence[Mapping[str, str]] = ()
+    prompt: str = ""
+    stream: bool = True
+    # Further body fields (temperature, ignore_eos, ...), sent as given.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """What one request measured. Times are seconds on the `time.perf_counter` clock
+    (CLOCK_MONOTONIC on Linux), durations relative to `start`."""
+
+    start: float = 0.0
+    start_unix_s: float = 0.0
+    streamed: bool = True
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    text_chunks: int = 0
+    text: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    status_code: int | None = None
+    finish_reason: str | None = None
+    failure: str = ""
+    error: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    # The engine's own per-request timings when it sends them (llama.cpp `timings`).
+    server_timings: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failure
+
+    @property
+    def output_tokens(self) -> int:
+        """usage.completion_tokens when the server reported it, else text-bearing chunks."""
+        if self.completion_tokens is not None:
+            return self.completion_tokens
+        return self.text_chunks
+
+    @property
+    def output_tokens_source(self) -> str:
+        return "usage" if self.completion_tokens is not None else "chunks"
+
+    @property
+    def tpot_s(self) -> float | None:
+        """(E2E - TTFT) / (output_tokens - 1), defined for two or more output tokens."""
+        tokens = self.output_tokens
+        if self.ttft_s is None or self.e2e_s is None or tokens < 2 or not self.streamed:
+            return None
+        return (self.e2e_s - self.ttft_s) / (tokens - 1)
+
+
+class RequestFailed(Exception):
+    """Internal: ends a request with a failure category."""
+
+    def __init__(self, category: str, message: str) -> None:
+        super().__init__(message)
+        self.category = category
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where requests go, parsed once from a base URL with or without `/v1`."""
+
+    scheme: str
+    host: str
+    port: int
+    path_prefix: str
+
+    @classmethod
+    def parse(cls, base_url: str) -> Target:
+        parts = urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"target URL {base_url!r}: expected http://host[:port][/v1] or https://..."
+            )
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        prefix = parts.path.rstrip("/")
+        if not prefix.endswith("/v1"):
+            prefix += "/v1"
+        return cls(parts.scheme, parts.hostname, port, prefix)
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+    def path(self, endpoint: str) -> str:
+        return (
+            f"{self.path_prefix}/chat/completions"
+            if endpoint == "chat"
+            else (f"{self.path_prefix}/completions")
+        )
+
+
+def api_key_from_environment() -> str | None:
+    """KVSWARM_API_KEY, else OPENAI_API_KEY, else None."""
+    return os.environ.get("KVSWARM_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+
+
+def connect_tcp(address: tuple[str, int], timeout: float) -> socket.socket:
+    """A TCP connection with Nagle off, so small request writes are not delayed."""
+    sock = socket.create_connection(address, timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class _Response:
+    """httptools callbacks: collects the status, headers and body pieces as they parse."""
+
+    __slots__ = ("headers", "body", "headers_done", "complete")
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.headers_done = False
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class _StaleConnection(Exception):
+    """A reused keep-alive connection closed before answering: retry on a new one."""
+
+
+class StreamingClient:
+    """Sends completion requests over one keep-alive HTTP/1.1 connection.
+
+    Not shared between greenlets: give each simulated user its own client.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeouts: Timeouts = Timeouts(),
+        connector: Callable[..., socket.socket] = connect_tcp,
+    ) -> None:
+        """`connector(address, timeout=...)` opens the connection; tests pass a fake."""
+        self.target = Target.parse(base_url)
+        self.timeouts = timeouts
+        self._connector = connector
+        self._api_key = api_key
+        self._sock: socket.socket | None = None
+        self._reused = False
+        # Per-request parse state, reset by complete().
+        self._parser: httptools.HttpResponseParser | None = None
+        self._response = _Response()
+        self._recv_t = 0.0
+        self._deadline = 0.0
+        self._got_text = False
+        self._result = StreamResult()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+    def complete(self, request: CompletionRequest) -> StreamResult:
+        """Send `request` and measure its response. Never raises for server or network
+        failures: the result's `failure` says which category, `error` what happened.
+        Cancellation (GreenletExit, KeyboardInterrupt) propagates after closing."""
+        payload = self._encode(request)
+        try:
+            try:
+                return self._attempt(request, payload)
+            except _StaleConnection:
+                self.close()
+                return self._attempt(request, payload)
+        except BaseException:
+            self.close()
+            raise
+
+    def _encode(self, request: CompletionRequest) -> bytes:
+        body: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens}
+        if request.endpoint == "chat":
+            body["messages"] = list(request.messages)
+        else:
+            body["prompt"] = request.prompt
+        body["stream"] = request.stream
+        if request.stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(request.extra)
+        content = orjson.dumps(body)
+        lines = [
+            f"POST {self.target.path(request.endpoint)} HTTP/1.1",
+            f"Host: {self.target.host_header}",
+            f"User-Agent: kvswarm/{__version__}",
+            "Content-Type: application/json",
+            f"Accept: {'text/event-stream' if request.stream else 'application/json'}",
+            f"Content-Length: {len(content)}",
+        ]
+        if request.request_id:
+            lines.append(f"X-Request-Id: {request.request_id}")
+        if self._api_key:
+            lines.append(f"Authorization: Bearer {self._api_key}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + content
+
+    def _attempt(self, request: CompletionRequest, payload: bytes) -> StreamResult:
+        result = self._result = StreamResult(streamed=request.stream)
+        self._response = response = _Response()
+        self._parser = httptools.HttpResponseParser(response)
+        self._got_text = False
+        try:
+            self._ensure_connected(result)
+            result.start_unix_s = time.time()
+            result.start = time.perf_counter()
+            self._deadline = result.start + self.timeouts.ttft_s
+            self._send(payload)
+            self._read_headers(result)
+            if result.status_code != 200:
+                self._fail_http(result)
+            elif request.stream:
+                self._read_stream(result)
+            else:
+                self._read_whole(result)
+            if not response.complete or not self._parser.should_keep_alive():
+                self.close()
+        except RequestFailed as failure:
+            result.failure = failure.category
+            result.error = str(failure)
+            if result.e2e_s is None:
+                result.e2e_s = time.perf_counter() - result.start if result.start else None
+            self.close()
+        return result
+
+    def _ensure_connected(self, result: StreamResult) -> None:
+        if self._sock is not None:
+            self._reused = True
+            return
+        self._reused = False
+        target = self.target
+        try:
+            sock = self._connector((target.host, target.port), timeout=self.timeouts.connect_s)
+            if target.scheme == "https":
+                context = ssl.create_default_context()
+                sock = context.wrap_socket(sock, server_hostname=target.host)
+        except OSError as exc:
+            raise RequestFailed(
+                "connect", f"cannot connect to {target.host}:{target.port}: {_describe(exc)}"
+            ) from None
+        self._sock = sock
+
+    def _send(self, payload: bytes) -> None:
+        sock = self._sock
+        assert sock is not None
+        try:
+            sock.settimeout(self.timeouts.connect_s)
+            sock.sendall(payload)
+        except OSError as exc:
+            if self._reused:
+                raise _StaleConnection() from None
+            raise RequestFailed(
+                "connect", f"sending the request failed: {_describe(exc)}"
+            ) from None
+
+    def _recv(self, timeout: float, timeout_category: str) -> bytes:
+        """One recv; its bytes go to the HTTP parser. Stamps `_recv_t`."""
+        sock = self._sock
+        assert sock is not None and self._parser is not None
+        try:
+            sock.settimeout(max(timeout, 0.0001))
+            data = sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            raise RequestFailed(
+                timeout_category, f"no data for {timeout:.1f} s ({timeout_category})"
+            ) from None
+        except OSError as exc:
+            raise RequestFailed("disconnect", f"connection failed: {_describe(exc)}") from None
+        self._recv_t = time.perf_counter()
+        if not data:
+            return data
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            raise RequestFailed("bad_chunk", f"invalid HTTP response: {exc}") from None
+        return data
+
+    def _read_headers(self, result: StreamResult) -> None:
+        response = self._response
+        received_any = False
+        while not response.headers_done:
+            try:
+                data = self._recv(self._deadline - time.perf_counter(), "timeout_ttft")
+            except RequestFailed as failure:
+                if failure.category == "disconnect" and self._reused and not received_any:
+                    raise _StaleConnection() from None
+                raise
+            if not data:
+                if self._reused and not received_any:
+                    raise _StaleConnection()
+                raise RequestFailed("disconnect", "connection closed before the response headers")
+            received_any = True
+        assert self._parser is not None
+        result.status_code = self._parser.get_status_code()
+        result.headers = response.headers
+
+    def _read_body(self, timeout_category: str) -> bytes:
+        """The rest of a non-streamed body."""
+        response = self._response
+        while not response.complete:
+            data = self._recv(self._deadline - time.perf_counter(), timeout_category)
+            if not data:
+                if self._ends_at_eof():
+                    break
+                raise RequestFailed("disconnect", "connection closed mid-response")
+        body = b"".join(response.body)
+        response.body.clear()
+        return body
+
+    def _ends_at_eof(self) -> bool:
+        """True when the body has neither a length nor chunked encoding (ends at close)."""
+        headers = self._response.headers
+        return "content-length" not in headers and "chunked" not in headers.get(
+            "transfer-encoding", ""
+        )
+
+    def _fail_http(self, result: StreamResult) -> None:
+        self._deadline = time.perf_counter() + self.timeouts.idle_s
+        try:
+            body = self._read_body("timeout_idle")
+        except RequestFailed:
+            body = b""
+        result.e2e_s = time.perf_counter() - result.start
+        message = _error_message(body) or f"HTTP {result.status_code}"
+        raise RequestFailed(f"http_{result.status_code}", message)
+
+    def _read_whole(self, result: StreamResult) -> None:
+        body = self._read_body("timeout_ttft")
+        result.e2e_s = self._recv_t - result.start
+        result.ttft_s = result.e2e_s
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RequestFailed("bad_chunk", f"response is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise RequestFailed("bad_chunk", "response is not a JSON object")
+        self._check_error(data)
+        choices = data.get("choices") or []
+        text = ""
+        if choices:
+            choice = choices[0]
+            message = choice.get("message")
+            text = (_message_text(message) if message else choice.get("text")) or ""
+            result.finish_reason = choice.get("finish_reason")
+        result.text = text
+        result.text_chunks = 1 if text else 0
+        self._take_usage(result, data)
+        if not text and not result.completion_tokens:
+            raise RequestFailed("empty", "the response carried no generated text")
+
+    def _body_pieces(self) -> Iterator[bytes]:
+        """Body bytes as each recv delivers them; sseclient-py pulls from here."""
+        response = self._response
+        while True:
+            if response.body:
+                pieces = response.body
+                response.body = []
+                yield from pieces
+            if response.complete:
+                return
+            if self._got_text:
+                timeout, category = self.timeouts.idle_s, "timeout_idle"
+            else:
+                timeout, category = self._deadline - time.perf_counter(), "timeout_ttft"
+            data = self._recv(timeout, category)
+            if not data:
+                if response.body:
+                    continue
+                if self._ends_at_eof():
+                    return
+                raise RequestFailed("disconnect", "connection closed mid-stream")
+
+    def _read_stream(self, result: StreamResult) -> None:
+        try:
+            self._parse_events(result)
+        except RequestFailed:
+            if result.e2e_s is None:
+                raise
+            # [DONE] had arrived: what failed after it was only the end of the HTTP
+            # message, and the connection is closed rather than reused.
+            self._response.complete = False
+        if result.e2e_s is None:
+            # The stream ended without [DONE]: it ended when its last byte arrived.
+            result.e2e_s = self._recv_t - result.start
+        if not self._got_text:
+            raise RequestFailed("empty", "the stream carried no generated text")
+
+    def _parse_events(self, result: StreamResult) -> None:
+        done = False
+        last_text_t = 0.0
+        pieces: list[str] = []
+        itl = result.itl_s
+        start = result.start
+        try:
+            for event in SSEClient(self._body_pieces()).events():
+                data = event.data
+                if done:
+                    continue
+                if data == "[DONE]":
+                    done = True
+                    result.e2e_s = self._recv_t - start
+                    continue
+                chunk = orjson.loads(data)
+                if not isinstance(chunk, dict):
+                    raise RequestFailed("bad_chunk", f"SSE data is not a JSON object: {data[:80]}")
+                choices = chunk.get("choices")
+                if choices:
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if delta is not None:
+                        text = (
+                            delta.get("content")
+                            or delta.get("reasoning_content")
+                            or delta.get("reasoning")
+                        )
+                    else:
+                        text = choice.get("text")
+                    if text:
+                        now = self._recv_t
+                        if self._got_text:
+                            itl.append(now - last_text_t)
+                        else:
+                            self._got_text = True
+                            result.ttft_s = now - start
+                        last_text_t = now
+                        pieces.append(text)
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        result.finish_reason = reason
+                if "usage" in chunk or "timings" in chunk:
+                    self._take_usage(result, chunk)
+                if "error" in chunk or chunk.get("object") == "error":
+                    self._check_error(chunk)
+        except orjson.JSONDecodeError as exc:
+            raise RequestFailed("bad_chunk", f"SSE data is not JSON: {exc}") from None
+        except UnicodeDecodeError:
+            raise RequestFailed("bad_chunk", "SSE data is not valid UTF-8") from None
+        finally:
+            result.text_chunks = len(pieces)
+            result.text = "".join(pieces)
+
+    def _take_usage(self, result: StreamResult, chunk: Mapping[str, Any]) -> None:
+        usage = chunk.get("usage")
+        if usage:
+            result.prompt_tokens = usage.get("prompt_tokens", result.prompt_tokens)
+            result.completion_tokens = usage.get("completion_tokens", result.completion_tokens)
+            details = usage.get("prompt_tokens_details")
+            if details and details.get("cached_tokens") is not None:
+                result.cached_tokens = details["cached_tokens"]
+        timings = chunk.get("timings")
+        if timings:
+            result.server_timings = timings
+
+    @staticmethod
+    def _check_error(chunk: Mapping[str, Any]) -> None:
+        error = chunk.get("error")
+        if error is None and chunk.get("object") == "error":
+            error = chunk
+        if error is not None:
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise RequestFailed("server_error", f"server error in stream: {message}")
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    return (
+        message.get("content") or message.get("reasoning_content") or message.get("reasoning") or ""
+    )
+
+
+def _error_message(body: bytes) -> str:
+    """A short message from an HTTP error body (OpenAI/vLLM error JSON, or text)."""
+    if not body:
+        return ""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:_ERROR_BODY_LIMIT]
+        if isinstance(error, str):
+            return error[:_ERROR_BODY_LIMIT]
+    return body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace")
+
+
+def _describe(exc: OSError) -> str:
+    return exc.strerror or exc.__class__.__name__

@@ -1,0 +1,311 @@
+"""Locust glue: kvswarm's command-line options, its custom events, and the run's records.
+
+Importing this module (every kvswarm locustfile does, through `kvswarm.users`) adds the
+`--kv-*` options to Locust's parser (and so to the web UI's start form) and listens to
+Locust's events:
+
+- `init`: loads and validates the config (a bad one ends the process with one line, exit 2);
+- `test_start` / `test_stop`: opens and closes `results/<run-id>/` (run.json, requests.csv,
+  summary.txt) on the process that owns the results (standalone or master);
+- `quit`: prints the kvswarm summary after Locust's own tables.
+
+Every finished request is reported with `report(environment, record)`: one Locust request
+event for the request (type `LLM`, response time = E2E, length = output tokens) and custom
+`TTFT`, `TPOT` and one `ITL` per gap, all named by scenario, so they appear in the web UI,
+the headless tables and `--csv` files.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import gevent
+from locust import events
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from kvswarm.client import Timeouts, api_key_from_environment
+from kvswarm.config import Config, load_config, redacted
+from kvswarm.errors import KvswarmError
+from kvswarm.records import RequestRecord
+from kvswarm.rundir import RunDirectory
+
+REQUEST_TYPE = "LLM"
+MODES = ("non_disaggregated", "pd_disaggregated")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """What one Locust process knows about the kvswarm run it takes part in."""
+
+    config: Config
+    config_path: str | None
+    mode: str
+    endpoint: str
+    api_key: str | None
+    results_dir: Path
+    run_id: str | None
+    worker_id: str = "local"
+    run: RunDirectory | None = None
+    last_run_path: Path | None = None
+    summary_text: str = ""
+    _flusher: Any = None
+    _users_started: int = 0
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def timeouts(self) -> Timeouts:
+        t = self.config.timeouts
+        return Timeouts(connect_s=t.connect_s, ttft_s=t.ttft_s, idle_s=t.idle_s)
+
+    def base_url(self, host: str | None) -> str:
+        """Locust's --host wins; else the mode's URL from the config; else target.base_url."""
+        return host or self.config.base_url_for(self.mode)  # type: ignore[arg-type]
+
+    def next_user_id(self) -> int:
+        self._users_started += 1
+        return self._users_started
+
+
+_sessions: WeakKeyDictionary[Environment, Session] = WeakKeyDictionary()
+
+
+def session(environment: Environment) -> Session:
+    """The kvswarm session of a Locust environment (created by the `init` listener)."""
+    try:
+        return _sessions[environment]
+    except KeyError:
+        raise KvswarmError(
+            "kvswarm is not initialised for this Locust environment: import kvswarm.users "
+            "in the locustfile"
+        ) from None
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--kv-config",
+        default="",
+        env_var="KVSWARM_CONFIG",
+        help="kvswarm YAML config (default: built-in defaults, as configs/test_config.yaml)",
+    )
+    parser.add_argument(
+        "--kv-mode",
+        default="non_disaggregated",
+        choices=MODES,
+        help="deployment mode under test; picks deployment_modes.<mode>.base_url "
+        "unless --host is given",
+    )
+    parser.add_argument(
+        "--kv-results",
+        default="results",
+        env_var="KVSWARM_RESULTS",
+        help="directory for results/<run-id>/ (requests.csv, run.json, summary.txt)",
+    )
+    parser.add_argument(
+        "--kv-endpoint",
+        default="",
+        choices=["", "chat", "completions"],
+        help="API to call: chat (/v1/chat/completions) or completions (/v1/completions); "
+        "default from the config",
+    )
+    parser.add_argument(
+        "--kv-run-id",
+        default="",
+        help="name of the run directory (default: UTC time and mode)",
+    )
+    parser.add_argument(
+        "--kv-api-key",
+        default="",
+        is_secret=True,
+        help="API key sent as a bearer token (default: config target.api_key, "
+        "$KVSWARM_API_KEY or $OPENAI_API_KEY); never written to results",
+    )
+
+
+def _fail(message: str) -> None:
+    print(f"kvswarm: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _option(environment: Environment, name: str, default: Any = None) -> Any:
+    options = environment.parsed_options
+    return getattr(options, name, default) if options is not None else default
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_kwargs: Any) -> None:
+    config_path = _option(environment, "kv_config") or None
+    try:
+        config = load_config(config_path)
+    except KvswarmError as exc:
+        _fail(str(exc))
+        return
+    api_key = (
+        _option(environment, "kv_api_key") or config.target.api_key or api_key_from_environment()
+    )
+    state = Session(
+        config=config,
+        config_path=config_path,
+        mode=_option(environment, "kv_mode") or "non_disaggregated",
+        endpoint=_option(environment, "kv_endpoint") or config.target.endpoint,
+        api_key=api_key,
+        results_dir=Path(_option(environment, "kv_results") or config.results.dir),
+        run_id=_option(environment, "kv_run_id") or None,
+    )
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        state.worker_id = runner.client_id
+    _sessions[environment] = state
+
+
+def owns_results(environment: Environment) -> bool:
+    """The process that writes results: a standalone run or the master, never a worker."""
+    return not isinstance(environment.runner, WorkerRunner)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
+    if not owns_results(environment):
+        return
+    state = session(environment)
+    options = environment.parsed_options
+    meta = {
+        "config_path": state.config_path,
+        "config": redacted(state.config),
+        "target": state.base_url(environment.host),
+        "endpoint": state.endpoint,
+        "model": state.config.model_name,
+        "distributed": isinstance(environment.runner, MasterRunner),
+        "locust": {
+            "users": getattr(options, "num_users", None),
+            "spawn_rate": getattr(options, "spawn_rate", None),
+            "run_time_s": getattr(options, "run_time", None),
+            "user_classes": sorted(cls.__name__ for cls in environment.user_classes),
+            "headless": getattr(options, "headless", None),
+        },
+        **state.extra_meta,
+    }
+    state.run = RunDirectory.create(
+        state.results_dir,
+        mode=state.mode,
+        run_id=state.run_id,
+        flush_interval_s=state.config.results.flush_interval_s,
+        meta=meta,
+    )
+    state._flusher = gevent.spawn(_flush_periodically, state.run, state.config.results)
+    logger.info("kvswarm: recording to %s", state.run.path)
+
+
+def _flush_periodically(run: RunDirectory, results: Any) -> None:
+    # Appends flush on their own; this covers quiet spells (a stalled server).
+    while True:
+        gevent.sleep(results.flush_interval_s)
+        run.writer.flush()
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
+    if not owns_results(environment):
+        return
+    state = session(environment)
+    run = state.run
+    if run is None:
+        return
+    if state._flusher is not None:
+        state._flusher.kill(block=False)
+        state._flusher = None
+    run.finish()
+    state.run = None
+    state.last_run_path = run.path
+    state.summary_text = write_summary(run.path)
+
+
+def write_summary(run_path: Path) -> str:
+    """Compute the exact summary from the run's files and write summary.txt."""
+    # analysis imports pandas: loaded here, at the end of a run, not on every worker's start.
+    from analysis.runs import SUMMARY_TXT, load_run
+    from analysis.summary import format_summary, summarize
+
+    text = format_summary(summarize(load_run(run_path)), str(run_path))
+    (run_path / SUMMARY_TXT).write_text(text, encoding="utf-8")
+    return text
+
+
+@events.quit.add_listener
+def _on_quit(**_kwargs: Any) -> None:
+    for state in list(_sessions.values()):
+        if state.summary_text:
+            print("\n" + state.summary_text, end="", flush=True)
+
+
+def record(environment: Environment, request: RequestRecord) -> None:
+    """Keep a finished request: appended to the run's requests.csv."""
+    state = session(environment)
+    if state.run is not None:
+        state.run.add(request)
+
+
+def report(environment: Environment, request: RequestRecord) -> None:
+    """Record a finished request and report it to Locust's statistics.
+
+    Cancelled requests (the test stopped them) are recorded but not reported to Locust.
+    """
+    record(environment, request)
+    if request.cancelled:
+        return
+    fire = environment.events.request.fire
+    name = request.scenario
+    if not request.ok:
+        fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=(request.e2e_s or 0.0) * 1000.0,
+            response_length=0,
+            exception=request.failure,
+            context={"request_id": request.request_id, "error": request.error},
+        )
+        return
+    context = {"request_id": request.request_id}
+    fire(
+        request_type=REQUEST_TYPE,
+        name=name,
+        response_time=(request.e2e_s or 0.0) * 1000.0,
+        response_length=request.output_tokens,
+        exception=None,
+        context=context,
+    )
+    if request.ttft_s is not None:
+        fire(
+            request_type="TTFT",
+            name=name,
+            response_time=request.ttft_s * 1000.0,
+            response_length=0,
+            exception=None,
+            context=context,
+        )
+    if request.tpot_s is not None:
+        fire(
+            request_type="TPOT",
+            name=name,
+            response_time=request.tpot_s * 1000.0,
+            response_length=0,
+            exception=None,
+            context=context,
+        )
+    for gap in request.itl_s:
+        fire(
+            request_type="ITL",
+            name=name,
+            response_time=gap * 1000.0,
+            response_length=0,
+            exception=None,
+            context=context,
+        )

@@ -1,0 +1,130 @@
+"""The Locust User base class every kvswarm scenario builds on."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gevent import GreenletExit
+from locust import User
+
+from kvswarm import events as kv_events
+from kvswarm.client import CompletionRequest, StreamingClient, StreamResult
+from kvswarm.records import CANCELLED, RequestRecord
+
+
+class LLMUser(User):
+    """A simulated user holding one keep-alive connection to the server under test.
+
+    Subclasses write tasks that call `self.send(...)`; every call becomes one record in
+    requests.csv and one set of Locust events (LLM, TTFT, TPOT, ITL). `scenario` names
+    the rows. A request that the test itself interrupts (users stopped, run ended) is
+    recorded as `cancelled`, so the server's count and the results always agree.
+    """
+
+    abstract = True
+    scenario: str = "default"
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        state = kv_events.session(environment)
+        self.kv = state
+        self.user_id = state.next_user_id()
+        self._sequence = itertools.count(1)
+        self.llm = StreamingClient(
+            state.base_url(self.host), api_key=state.api_key, timeouts=state.timeouts
+        )
+
+    def on_stop(self) -> None:
+        self.llm.close()
+
+    def send(
+        self,
+        *,
+        messages: Sequence[Mapping[str, str]] = (),
+        prompt: str = "",
+        max_tokens: int | None = None,
+        prefix_id: str = "",
+        prefix_tokens: int = 0,
+        expected_hit: bool = False,
+    ) -> StreamResult:
+        """Send one completion request (chat or completions, as configured) and report it."""
+        config = self.kv.config
+        generation = config.generation
+        request_id = f"{self.kv.worker_id}-{self.user_id}-{next(self._sequence)}"
+        extra: dict[str, Any] = {"temperature": generation.temperature}
+        if generation.ignore_eos:
+            extra["ignore_eos"] = True
+        request = CompletionRequest(
+            endpoint=self.kv.endpoint,
+            model=config.model_name,
+            max_tokens=max_tokens or config.max_tokens,
+            messages=messages,
+            prompt=prompt or _flatten(messages),
+            stream=generation.stream,
+            extra=extra,
+            request_id=request_id,
+        )
+        identity = {
+            "request_id": request_id,
+            "worker_id": self.kv.worker_id,
+            "user_id": self.user_id,
+            "scenario": self.scenario,
+            "mode": self.kv.mode,
+            "endpoint": self.kv.endpoint,
+            "prefix_id": prefix_id,
+            "prefix_tokens": prefix_tokens,
+            "expected_hit": expected_hit,
+        }
+        started = time.time()
+        try:
+            result = self.llm.complete(request)
+        except GreenletExit:
+            kv_events.record(
+                self.environment,
+                RequestRecord(
+                    streamed=request.stream,
+                    start_unix_s=started,
+                    failure=CANCELLED,
+                    error="stopped by the test before the response ended",
+                    **identity,
+                ),
+            )
+            raise
+        kv_events.report(self.environment, build_record(result, **identity))
+        return result
+
+
+def _flatten(messages: Sequence[Mapping[str, str]]) -> str:
+    """The completions-API form of a chat: the message contents, in order."""
+    return "\n\n".join(message["content"] for message in messages)
+
+
+def build_record(result: StreamResult, **identity: Any) -> RequestRecord:
+    """A request's record from what the client measured and who sent it."""
+    timings = result.server_timings or {}
+    prefill_ms = timings.get("prompt_ms")
+    decode_ms = timings.get("predicted_ms")
+    return RequestRecord(
+        streamed=result.streamed,
+        start_unix_s=result.start_unix_s,
+        prompt_tokens=result.prompt_tokens,
+        cached_tokens=result.cached_tokens,
+        output_tokens=result.output_tokens,
+        output_tokens_source=result.output_tokens_source,
+        text_chunks=result.text_chunks,
+        ttft_s=result.ttft_s,
+        tpot_s=result.tpot_s,
+        e2e_s=result.e2e_s,
+        itl_s=tuple(result.itl_s),
+        status_code=result.status_code,
+        finish_reason=result.finish_reason,
+        ok=result.ok,
+        failure=result.failure,
+        error=result.error,
+        server_prefill_s=prefill_ms / 1000.0 if prefill_ms is not None else None,
+        server_decode_s=decode_ms / 1000.0 if decode_ms is not None else None,
+        **identity,
+    )

@@ -1,0 +1,208 @@
+"""A small OpenAI-compatible streaming server of the tests' own, with ground truth.
+
+It streams `max_tokens` chunks (first after `--ttft-ms`, then one every `--tpot-ms`) in
+vLLM's SSE shape, and logs per request, as JSON lines: the X-Request-Id, the receipt time
+(request fully read), the first-token write time and the last write time, all from
+`time.monotonic()` (the client's `perf_counter` clock on Linux). A prompt containing
+`FAULT:<kind>` asks for a fault: `http500`, `disconnect`, `stall`, `badjson`, `error`,
+`empty`, `nodone`.
+
+Run: python -m tests.support.streamserver --port 0 --log FILE  (prints `PORT <n>`).
+"""
+
+from __future__ import annotations
+
+import gevent.monkey
+
+gevent.monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import gevent  # noqa: E402
+import httptools  # noqa: E402
+import orjson  # noqa: E402
+from gevent.server import StreamServer  # noqa: E402
+
+_FAULT = re.compile(r"FAULT:(\w+)")
+
+
+class _Request:
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode().lower()] = value.decode()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class StreamServer_:
+    def __init__(self, ttft_s: float, tpot_s: float, log_path: str | None) -> None:
+        self.ttft_s = ttft_s
+        self.tpot_s = tpot_s
+        self.log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
+        self.served = 0
+
+    def handle(self, sock, _address) -> None:
+        try:
+            while self._serve_one(sock):
+                pass
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def _serve_one(self, sock) -> bool:
+        request = _Request()
+        parser = httptools.HttpRequestParser(request)
+        while not request.complete:
+            data = sock.recv(65536)
+            if not data:
+                return False
+            parser.feed_data(data)
+        received = time.monotonic()
+        body = orjson.loads(b"".join(request.body)) if request.body else {}
+        path = request.url.decode()
+        if path.endswith("/tokenize"):
+            text = body.get("prompt", "")
+            self._send_json(sock, {"count": len(text.split()), "max_model_len": 100000})
+            return True
+        if path == "/health":
+            self._send_json(sock, {})
+            return True
+        self.served += 1
+        entry = {
+            "request_id": request.headers.get("x-request-id", ""),
+            "path": path,
+            "received": received,
+            "max_tokens": body.get("max_tokens"),
+            "prompt": body.get("prompt") or json.dumps(body.get("messages")),
+        }
+        fault = _FAULT.search(entry["prompt"])
+        entry["fault"] = fault.group(1) if fault else ""
+        keep = self._respond(sock, body, entry, received)
+        if self.log:
+            self.log.write(json.dumps(entry) + "\n")
+        return keep
+
+    def _send_json(self, sock, obj, status: str = "200 OK") -> None:
+        payload = orjson.dumps(obj)
+        sock.sendall(
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+
+    def _respond(self, sock, body: dict, entry: dict, received: float) -> bool:
+        fault = entry["fault"]
+        if fault == "http500":
+            self._send_json(
+                sock, {"object": "error", "message": "boom"}, "500 Internal Server Error"
+            )
+            return True
+        chat = "messages" in body
+        n = int(body.get("max_tokens") or 16)
+        if not body.get("stream"):
+            gevent.sleep(
+                max(0.0, received + self.ttft_s + self.tpot_s * (n - 1) - time.monotonic())
+            )
+            text = " ".join(f"tok{i}" for i in range(n))
+            choice = {"index": 0, "finish_reason": "length"}
+            choice.update(
+                {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            )
+            self._send_json(
+                sock, {"choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": n}}
+            )
+            entry["first_write"] = entry["last_write"] = time.monotonic()
+            return True
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+
+        def event(obj) -> None:
+            data = b"data: " + (obj if isinstance(obj, bytes) else orjson.dumps(obj)) + b"\n\n"
+            sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        if chat:
+            event(
+                {
+                    "object": kind,
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+                }
+            )
+        for i in range(n):
+            due = received + self.ttft_s + self.tpot_s * i
+            delay = due - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            if i == 1 and fault == "disconnect":
+                return False
+            if i == 1 and fault == "stall":
+                gevent.sleep(3600)
+            if i == 1 and fault == "badjson":
+                event(b"{not json")
+                continue
+            if i == 1 and fault == "error":
+                event({"error": {"message": "engine died", "code": 500}})
+                break
+            text = "" if fault == "empty" else f" tok{i}"
+            delta = {"delta": {"content": text}} if chat else {"text": text}
+            finish = "length" if i == n - 1 else None
+            event({"object": kind, "choices": [{"index": 0, **delta, "finish_reason": finish}]})
+            now = time.monotonic()
+            if i == 0:
+                entry["first_write"] = now
+            entry["last_write"] = now
+        event(
+            {
+                "object": kind,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 7,
+                    "completion_tokens": n,
+                    "total_tokens": n + 7,
+                    "prompt_tokens_details": {"cached_tokens": 3},
+                },
+            }
+        )
+        if fault != "nodone":
+            event(b"[DONE]")
+        sock.sendall(b"0\r\n\r\n")
+        return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ttft-ms", type=float, default=50.0)
+    parser.add_argument("--tpot-ms", type=float, default=10.0)
+    parser.add_argument("--log")
+    args = parser.parse_args()
+    app = StreamServer_(args.ttft_ms / 1000.0, args.tpot_ms / 1000.0, args.log)
+    server = StreamServer(("127.0.0.1", args.port), app.handle, backlog=1024)
+    server.start()
+    print(f"PORT {server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
