@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -26,10 +27,8 @@ def new_run_id(mode: str, now: float | None = None) -> str:
 def _versions() -> dict[str, str]:
     versions = {"kvswarm": __version__, "python": platform.python_version()}
     for package in ("locust", "gevent", "orjson", "httptools", "sseclient-py"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 

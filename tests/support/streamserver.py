@@ -131,7 +131,8 @@ class StreamServer_:
             entry["first_write"] = entry["last_write"] = time.monotonic()
             return True
         sock.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
         )
 
         def event(obj) -> None:
