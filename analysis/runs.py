@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from kvswarm.errors import KvswarmError
 
 REQUESTS_CSV = "requests.csv"

@@ -1,7 +1,8 @@
 """A minimal kvswarm locustfile for the measurement-core tests: one fixed prompt."""
 
-from kvswarm.users import LLMUser
 from locust import task
+
+from kvswarm.users import LLMUser
 
 
 class BasicUser(LLMUser):

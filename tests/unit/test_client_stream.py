@@ -1,0 +1,335 @@
+"""The streaming client over recorded byte streams: parsing, usage, failure categories.
+
+A fake socket replays a recorded HTTP response in the pieces a test chooses, so every
+behaviour is checked whatever way the bytes are split across `recv` calls.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kvswarm.client import CompletionRequest, StreamingClient, Timeouts
+
+
+class FakeSocket:
+    """Replays `pieces` from recv; then EOF, or a timeout when `stall_at_end`."""
+
+    def __init__(self, pieces: list[bytes], stall_at_end: bool = False) -> None:
+        self.pieces = list(pieces)
+        self.stall_at_end = stall_at_end
+        self.sent = b""
+        self.closed = False
+
+    def settimeout(self, _timeout: float) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def recv(self, size: int) -> bytes:
+        if not self.pieces:
+            if self.stall_at_end:
+                raise TimeoutError("timed out")
+            return b""
+        piece = self.pieces.pop(0)
+        if len(piece) > size:
+            self.pieces.insert(0, piece[size:])
+            piece = piece[:size]
+        return piece
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def sse(*events: object) -> bytes:
+    out = b""
+    for event in events:
+        data = event if isinstance(event, str) else json.dumps(event)
+        out += f"data: {data}\n\n".encode()
+    return out
+
+
+def chunked_response(body: bytes, status: str = "200 OK", chunk_size: int = 37) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: text/event-stream\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + chunk_size]), body[i : i + chunk_size])
+        for i in range(0, len(body), chunk_size)
+    )
+    return head + chunks + b"0\r\n\r\n"
+
+
+def json_response(obj: object, status: str = "200 OK") -> bytes:
+    body = json.dumps(obj).encode()
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def chat_chunk(content: str | None = None, finish: str | None = None, **delta: str) -> dict:
+    if content is not None:
+        delta["content"] = content
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+USAGE = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion.chunk",
+    "choices": [],
+    "usage": {
+        "prompt_tokens": 12,
+        "completion_tokens": 3,
+        "total_tokens": 15,
+        "prompt_tokens_details": {"cached_tokens": 8},
+    },
+}
+
+VLLM_CHAT = chunked_response(
+    sse(
+        chat_chunk("", role="assistant"),
+        chat_chunk("Hello"),
+        chat_chunk(""),
+        chat_chunk(" wor"),
+        chat_chunk("ld", finish="length"),
+        USAGE,
+        "[DONE]",
+    )
+)
+
+
+def run(
+    pieces: list[bytes],
+    *,
+    endpoint: str = "chat",
+    stream: bool = True,
+    stall_at_end: bool = False,
+    timeouts: Timeouts | None = None,
+):
+    fake = FakeSocket(pieces, stall_at_end)
+    client = StreamingClient(
+        "http://server:8000",
+        api_key="sk-secret",
+        timeouts=timeouts or Timeouts(connect_s=1, ttft_s=1, idle_s=1),
+        connector=lambda address, timeout: fake,
+    )
+    request = CompletionRequest(
+        endpoint=endpoint,
+        model="m",
+        max_tokens=3,
+        messages=[{"role": "user", "content": "hi"}],
+        prompt="hi",
+        stream=stream,
+        request_id="w-1-1",
+    )
+    return client.complete(request), fake
+
+
+def test_vllm_chat_stream_gives_text_usage_and_cached_tokens() -> None:
+    result, _ = run([VLLM_CHAT])
+    assert result.ok, result.error
+    assert result.text == "Hello world"
+    assert result.text_chunks == 3
+    assert len(result.itl_s) == 2
+    assert (result.prompt_tokens, result.output_tokens, result.cached_tokens) == (12, 3, 8)
+    assert result.output_tokens_source == "usage"
+    assert result.finish_reason == "length"
+    assert result.status_code == 200
+
+
+@pytest.mark.parametrize("split", range(1, len(VLLM_CHAT)))
+def test_a_stream_split_at_any_byte_parses_the_same(split: int) -> None:
+    result, _ = run([VLLM_CHAT[:split], VLLM_CHAT[split:]])
+    assert result.ok, (split, result.error)
+    assert (result.text, result.text_chunks, result.output_tokens) == ("Hello world", 3, 3)
+    assert result.cached_tokens == 8
+
+
+def test_a_stream_delivered_one_byte_per_recv_parses_the_same() -> None:
+    result, _ = run([VLLM_CHAT[i : i + 1] for i in range(len(VLLM_CHAT))])
+    assert result.ok and result.text == "Hello world" and result.output_tokens == 3
+
+
+def test_request_asks_for_usage_and_sends_bearer_key_and_request_id() -> None:
+    _, fake = run([VLLM_CHAT])
+    head, _, body = fake.sent.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1")
+    assert b"Authorization: Bearer sk-secret" in head
+    assert b"X-Request-Id: w-1-1" in head
+    sent = json.loads(body)
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_completions_endpoint_reads_choice_text() -> None:
+    body = sse(
+        {
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": "a", "finish_reason": None}],
+        },
+        {
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": "b", "finish_reason": "stop"}],
+        },
+        "[DONE]",
+    )
+    result, fake = run([chunked_response(body)], endpoint="completions")
+    assert fake.sent.startswith(b"POST /v1/completions HTTP/1.1")
+    assert json.loads(fake.sent.partition(b"\r\n\r\n")[2])["prompt"] == "hi"
+    assert result.ok and result.text == "ab"
+
+
+def test_without_usage_output_tokens_fall_back_to_text_chunks() -> None:
+    body = sse(chat_chunk("a"), chat_chunk("b"), chat_chunk("c"), "[DONE]")
+    result, _ = run([chunked_response(body)])
+    assert result.output_tokens == 3
+    assert result.output_tokens_source == "chunks"
+    assert result.tpot_s is not None
+
+
+def test_reasoning_content_counts_as_generated_text() -> None:
+    body = sse(chat_chunk(reasoning_content="think"), chat_chunk("answer"), USAGE, "[DONE]")
+    result, _ = run([chunked_response(body)])
+    assert result.ok and result.text == "thinkanswer" and result.text_chunks == 2
+
+
+def test_stream_ending_without_done_is_complete_when_the_message_ends() -> None:
+    body = sse(chat_chunk("a"), chat_chunk("b", finish="stop"), USAGE)
+    result, _ = run([chunked_response(body)])
+    assert result.ok and result.e2e_s is not None and result.output_tokens == 3
+
+
+def test_usage_on_the_finish_chunk_is_read_like_llama_cpp_sends_it() -> None:
+    final = chat_chunk("b", finish="length")
+    final["usage"] = {"prompt_tokens": 5, "completion_tokens": 2}
+    final["timings"] = {"prompt_ms": 12.5, "predicted_ms": 30.0, "cache_n": 3}
+    result, _ = run([chunked_response(sse(chat_chunk("a"), final, "[DONE]"))])
+    assert result.output_tokens == 2 and result.prompt_tokens == 5
+    assert result.server_timings == {"prompt_ms": 12.5, "predicted_ms": 30.0, "cache_n": 3}
+
+
+def test_non_streamed_response_has_ttft_equal_to_e2e() -> None:
+    response = json_response(
+        {
+            "choices": [{"index": 0, "message": {"content": "hello"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 2},
+        }
+    )
+    result, fake = run([response], stream=False)
+    assert json.loads(fake.sent.partition(b"\r\n\r\n")[2])["stream"] is False
+    assert result.ok and not result.streamed
+    assert result.ttft_s == result.e2e_s
+    assert result.output_tokens == 2 and result.tpot_s is None
+
+
+def test_http_error_status_is_its_own_category_with_the_server_message() -> None:
+    response = json_response({"object": "error", "message": "model overloaded"}, "503 Busy")
+    result, _ = run([response])
+    assert result.failure == "http_503"
+    assert result.error == "model overloaded"
+
+
+def test_error_object_mid_stream_is_server_error() -> None:
+    body = sse(chat_chunk("a"), {"error": {"message": "engine died", "code": 500}})
+    result, _ = run([chunked_response(body)])
+    assert result.failure == "server_error"
+    assert "engine died" in result.error
+
+
+def test_connection_cut_mid_stream_is_disconnect() -> None:
+    whole = chunked_response(sse(chat_chunk("a"), chat_chunk("b"), USAGE, "[DONE]"))
+    result, fake = run([whole[: len(whole) // 2]])
+    assert result.failure == "disconnect"
+    assert fake.closed
+
+
+def test_unparseable_json_is_bad_chunk() -> None:
+    result, _ = run([chunked_response(sse(chat_chunk("a"), "{not json", "[DONE]"))])
+    assert result.failure == "bad_chunk"
+
+
+def test_invalid_utf8_is_bad_chunk() -> None:
+    body = sse(chat_chunk("a")) + b'data: {"x": "\xff\xfe"}\n\n'
+    result, _ = run([chunked_response(body)])
+    assert result.failure == "bad_chunk"
+
+
+def test_invalid_http_is_bad_chunk() -> None:
+    result, _ = run([b"SPDY/9 what\r\n\r\n"])
+    assert result.failure == "bad_chunk"
+
+
+def test_stream_without_generated_text_is_empty() -> None:
+    body = sse(chat_chunk("", role="assistant"), chat_chunk(""), USAGE, "[DONE]")
+    result, _ = run([chunked_response(body)])
+    assert result.failure == "empty"
+
+
+def unfinished(body: bytes) -> bytes:
+    """A chunked response whose body is still open (no terminating chunk yet)."""
+    return chunked_response(body)[: -len(b"0\r\n\r\n")]
+
+
+def test_silence_before_the_first_token_is_timeout_ttft() -> None:
+    result, _ = run([unfinished(sse(chat_chunk("", role="assistant")))], stall_at_end=True)
+    assert result.failure == "timeout_ttft"
+
+
+def test_silence_after_the_first_token_is_timeout_idle() -> None:
+    result, _ = run([unfinished(sse(chat_chunk("Hello")))], stall_at_end=True)
+    assert result.failure == "timeout_idle"
+    assert result.ttft_s is not None
+
+
+def test_refused_connection_is_connect() -> None:
+    def refuse(address, timeout):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    client = StreamingClient("http://server:1/v1", connector=refuse)
+    result = client.complete(CompletionRequest(endpoint="chat", model="m", max_tokens=1))
+    assert result.failure == "connect"
+    assert "Connection refused" in result.error
+
+
+def test_every_failure_category_is_exactly_one_of_the_documented_ones() -> None:
+    from kvswarm.records import FAILURE_CATEGORIES
+
+    documented = {c for c in FAILURE_CATEGORIES if not c.startswith("http_")}
+    seen = {
+        run([chunked_response(sse(chat_chunk("a"), "{x"))])[0].failure,
+        run([chunked_response(sse(chat_chunk("")))])[0].failure,
+        run([VLLM_CHAT[:100]])[0].failure,
+    }
+    assert seen <= documented
+
+
+def test_stale_keep_alive_connection_is_retried_once_on_a_new_one() -> None:
+    first, second = FakeSocket([VLLM_CHAT]), FakeSocket([VLLM_CHAT])
+    sockets = [first, second]
+    client = StreamingClient(
+        "http://server:8000", connector=lambda address, timeout: sockets.pop(0)
+    )
+    request = CompletionRequest(endpoint="chat", model="m", max_tokens=3)
+    assert client.complete(request).ok
+    # The kept-alive first socket is now at EOF, as if the server had closed it.
+    again = client.complete(request)
+    assert again.ok, again.error
+    assert first.closed and not sockets
+
+
+def test_a_connection_closed_on_a_fresh_socket_is_not_retried() -> None:
+    sockets = [FakeSocket([]), FakeSocket([VLLM_CHAT])]
+    client = StreamingClient(
+        "http://server:8000", connector=lambda address, timeout: sockets.pop(0)
+    )
+    result = client.complete(CompletionRequest(endpoint="chat", model="m", max_tokens=3))
+    assert result.failure == "disconnect"
+    assert len(sockets) == 1
