@@ -55,7 +55,7 @@ SCENARIO_NAMES = (
 class TargetConfig:
     """The server under test. `base_url` may end in `/v1` or not."""
 
-    base_url: str = "http://localhost:8000/v1"
+    base_url: str = "http://localhost:9000/v1"
     model: str = "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"
     endpoint: Endpoint = "chat"
     engine: Engine = "auto"

@@ -32,6 +32,23 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line with the values of secret options (`--*key*`) replaced."""
+    redacted: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            redacted.append("<redacted>")
+            hide_next = False
+        elif arg.startswith("--") and "key" in arg.lower():
+            name, sep, _value = arg.partition("=")
+            redacted.append(f"{name}=<redacted>" if sep else name)
+            hide_next = not sep
+        else:
+            redacted.append(arg)
+    return redacted
+
+
 @dataclass
 class RunDirectory:
     """Creates the run's directory and keeps run.json and requests.csv up to date.
@@ -70,7 +87,7 @@ class RunDirectory:
             "mode": mode,
             "load_host": socket.gethostname(),
             "platform": platform.platform(),
-            "argv": [arg for arg in sys.argv if "key" not in arg.lower()],
+            "argv": redact_argv(sys.argv),
             "versions": _versions(),
             "window": {"start_unix_s": started, "end_unix_s": None},
             "started_at": datetime.fromtimestamp(started, tz=UTC).isoformat(),

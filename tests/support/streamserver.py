@@ -56,6 +56,7 @@ class StreamServer_:
         self.tpot_s = tpot_s
         self.log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
         self.served = 0
+        self.in_flight = 0
 
     def handle(self, sock, _address) -> None:
         try:
@@ -84,20 +85,31 @@ class StreamServer_:
         if path == "/health":
             self._send_json(sock, {})
             return True
+        if path == "/stats":
+            self._send_json(sock, {"served": self.served, "in_flight": self.in_flight})
+            return True
         self.served += 1
+        self.in_flight += 1
         entry = {
             "request_id": request.headers.get("x-request-id", ""),
             "path": path,
+            "authorization": request.headers.get("authorization", ""),
             "received": received,
             "max_tokens": body.get("max_tokens"),
             "prompt": body.get("prompt") or json.dumps(body.get("messages")),
         }
         fault = _FAULT.search(entry["prompt"])
         entry["fault"] = fault.group(1) if fault else ""
-        keep = self._respond(sock, body, entry, received)
-        if self.log:
-            self.log.write(json.dumps(entry) + "\n")
-        return keep
+        try:
+            return self._respond(sock, body, entry, received)
+        except OSError:
+            entry["client_gone"] = True
+            raise
+        finally:
+            self.in_flight -= 1
+            # Every request the server saw is logged, even one the client abandoned.
+            if self.log:
+                self.log.write(json.dumps(entry) + "\n")
 
     def _send_json(self, sock, obj, status: str = "200 OK") -> None:
         payload = orjson.dumps(obj)

@@ -1,0 +1,90 @@
+"""A real `locust --headless` run against the tests' streaming server.
+
+The server logs, per request, when it received it and when it wrote the first token, on
+the same monotonic clock the client uses; kvswarm's requests.csv must hold exactly the
+requests the server saw, and each TTFT must agree with the server's to within 2 ms.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import REPO, StreamServer, run_dirs, run_locust
+
+LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_basic.py")
+
+
+def read_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "requests.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def headless_run(stream_server: StreamServer, tmp_path: Path):
+    results = tmp_path / "results"
+    completed = run_locust(
+        [
+            "-f", LOCUSTFILE, "--headless", "-u", "20", "-r", "20", "-t", "6s",
+            "--host", stream_server.url, "--kv-results", str(results),
+            "--csv", str(tmp_path / "locust"),
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    stream_server.wait_idle()
+    (run,) = run_dirs(results)
+    return completed, run, stream_server.log()
+
+
+def test_requests_csv_has_one_row_per_request_the_server_saw(headless_run) -> None:
+    _, run, served = headless_run
+    rows = read_rows(run)
+    assert len(rows) == len(served) > 100
+    assert sorted(r["request_id"] for r in rows) == sorted(s["request_id"] for s in served)
+    assert len({r["request_id"] for r in rows}) == len(rows)
+
+
+def test_ttft_matches_the_servers_first_token_time_within_2ms(headless_run) -> None:
+    _, run, served = headless_run
+    truth = {s["request_id"]: s for s in served if "first_write" in s}
+    checked = 0
+    for row in read_rows(run):
+        if row["ok"] != "1":
+            continue
+        server = truth[row["request_id"]]
+        server_ttft_ms = (server["first_write"] - server["received"]) * 1000.0
+        assert abs(float(row["ttft_ms"]) - server_ttft_ms) <= 2.0, (row, server)
+        checked += 1
+    assert checked > 100
+
+
+def test_every_row_is_complete_and_counted_once(headless_run) -> None:
+    _, run, _ = headless_run
+    rows = read_rows(run)
+    ok = [r for r in rows if r["ok"] == "1"]
+    assert all(r["failure"] in ("", "cancelled") for r in rows)
+    assert all(int(r["output_tokens"]) == 16 and r["output_tokens_source"] == "usage" for r in ok)
+    assert all(len(r["itl_ms"].split(";")) == 15 for r in ok)
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "finished"
+    assert meta["records"]["total"] == len(rows)
+
+
+def test_locust_csv_stats_have_ttft_tpot_and_itl_rows(headless_run, tmp_path: Path) -> None:
+    with open(tmp_path / "locust_stats.csv", newline="") as handle:
+        kinds = {(row["Type"], row["Name"]) for row in csv.DictReader(handle)}
+    assert {("LLM", "basic"), ("TTFT", "basic"), ("TPOT", "basic"), ("ITL", "basic")} <= kinds
+
+
+def test_summary_is_printed_and_written_with_exact_percentiles(headless_run) -> None:
+    completed, run, _ = headless_run
+    summary = (run / "summary.txt").read_text()
+    assert summary in completed.stdout
+    assert "basic:" in summary and f"results: {run}" in summary
+    ttft_line = next(line for line in summary.splitlines() if line.strip().startswith("TTFT"))
+    p50 = float(ttft_line.split()[1])
+    assert 49.0 < p50 < 60.0

@@ -1,0 +1,98 @@
+"""Starting and stopping the real processes integration tests run against."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class StreamServer:
+    """tests/support/streamserver.py running in its own process."""
+
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as response:
+            return json.loads(response.read())
+
+    def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Until no request is in flight (abandoned streams notice on their next write)."""
+        deadline = time.monotonic() + timeout_s
+        while self.stats()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def log(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_stream_server(directory: Path, ttft_ms: float = 50, tpot_ms: float = 10) -> StreamServer:
+    log_path = directory / "server-log.jsonl"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.streamserver",
+            "--port",
+            "0",
+            "--ttft-ms",
+            str(ttft_ms),
+            "--tpot-ms",
+            str(tpot_ms),
+            "--log",
+            str(log_path),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline() if process.stdout else ""
+    if not line.startswith("PORT "):
+        process.kill()
+        raise RuntimeError(f"stream server did not start: {line!r}")
+    return StreamServer(process=process, port=int(line.split()[1]), log_path=log_path)
+
+
+def run_locust(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess:
+    """`locust ...` in a fresh process; returns it with stdout and stderr captured."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "locust", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def run_dirs(results: Path) -> list[Path]:
+    return sorted(path for path in results.iterdir() if (path / "run.json").exists())
