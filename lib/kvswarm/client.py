@@ -210,6 +210,7 @@ class StreamingClient:
         self._connector = connector
         self._api_key = api_key
         self._sock: socket.socket | None = None
+        self._timeout_set: float | None = None
         self._reused = False
         # Per-request parse state, reset by complete().
         self._parser: httptools.HttpResponseParser | None = None
@@ -316,6 +317,7 @@ class StreamingClient:
         assert sock is not None
         try:
             sock.settimeout(self.timeouts.connect_s)
+            self._timeout_set = self.timeouts.connect_s
             sock.sendall(payload)
         except OSError as exc:
             if self._reused:
@@ -329,7 +331,10 @@ class StreamingClient:
         sock = self._sock
         assert sock is not None and self._parser is not None
         try:
-            sock.settimeout(max(timeout, 0.0001))
+            if timeout != self._timeout_set:
+                # Mid-stream the idle timeout is the same on every recv: set it once.
+                sock.settimeout(max(timeout, 0.0001))
+                self._timeout_set = timeout
             data = sock.recv(_RECV_SIZE)
         except TimeoutError:
             raise RequestFailed(
