@@ -1,0 +1,108 @@
+"""Records on disk and the summary computed back from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.runs import load_run
+from analysis.summary import format_summary, summarize
+from kvswarm.records import (
+    CSV_COLUMNS,
+    RecordWriter,
+    RequestRecord,
+    record_from_dict,
+    record_to_dict,
+    to_row,
+)
+
+
+def make(i: int, scenario: str = "s", **fields) -> RequestRecord:
+    base = dict(
+        request_id=f"w-1-{i}",
+        worker_id="w",
+        user_id=1,
+        scenario=scenario,
+        mode="non_disaggregated",
+        endpoint="chat",
+        streamed=True,
+        start_unix_s=1000.0 + i,
+        ok=True,
+        output_tokens=4,
+        output_tokens_source="usage",
+        text_chunks=4,
+        ttft_s=0.010 * (i + 1),
+        e2e_s=0.010 * (i + 1) + 0.03,
+        tpot_s=0.01,
+        itl_s=(0.009, 0.010, 0.011 + i / 1000),
+    )
+    base.update(fields)
+    return RequestRecord(**base)
+
+
+def write_run(tmp_path: Path, records: list[RequestRecord], window_s: float = 10.0) -> Path:
+    writer = RecordWriter(tmp_path / "requests.csv")
+    writer.extend(records)
+    writer.close()
+    meta = {"window": {"start_unix_s": 100.0, "end_unix_s": 100.0 + window_s}}
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    return tmp_path
+
+
+def test_row_has_a_cell_for_every_column() -> None:
+    assert len(to_row(make(0))) == len(CSV_COLUMNS)
+
+
+def test_record_survives_shipping_as_plain_data() -> None:
+    record = make(3, cached_tokens=5, failure="", prefix_id="doc-1")
+    assert record_from_dict(record_to_dict(record)) == record
+
+
+def test_summary_percentiles_are_exact_over_every_value(tmp_path: Path) -> None:
+    records = [make(i) for i in range(101)]
+    run = load_run(write_run(tmp_path, records))
+    (summary,) = summarize(run)
+    ttfts = np.array([r.ttft_s * 1000 for r in records])
+    itls = np.array([gap * 1000 for r in records for gap in r.itl_s])
+    for p in (50, 90, 99):
+        assert summary.latency["ttft"][p] == pytest.approx(np.percentile(ttfts, p), abs=1e-3)
+        assert summary.latency["itl"][p] == pytest.approx(np.percentile(itls, p), abs=1e-3)
+    assert summary.requests_per_s == pytest.approx(10.1)
+    assert summary.output_tokens_per_s == pytest.approx(40.4)
+
+
+def test_failures_are_counted_by_category_and_cancelled_apart(tmp_path: Path) -> None:
+    records = [
+        make(0),
+        make(1, ok=False, failure="http_503", ttft_s=None, itl_s=()),
+        make(2, ok=False, failure="disconnect"),
+        make(3, ok=False, failure="disconnect"),
+        make(4, ok=False, failure="cancelled", ttft_s=None, e2e_s=None, itl_s=()),
+    ]
+    (summary,) = summarize(load_run(write_run(tmp_path, records)))
+    assert summary.failures == {"disconnect": 2, "http_503": 1}
+    assert (summary.requests, summary.ok, summary.cancelled) == (4, 1, 1)
+    # latencies come from successful requests only
+    assert summary.latency["ttft"][50] == pytest.approx(10.0)
+
+
+def test_several_scenarios_get_their_own_rows_and_a_total(tmp_path: Path) -> None:
+    records = [make(0, "a"), make(1, "b"), make(2, "b")]
+    summaries = summarize(load_run(write_run(tmp_path, records)))
+    assert [(s.scenario, s.requests) for s in summaries] == [("a", 1), ("b", 2), ("all", 3)]
+    text = format_summary(summaries, "results/x")
+    assert "b: 2 requests, 2 ok, failures: none" in text
+    assert text.rstrip().endswith("results: results/x")
+
+
+def test_writer_appends_to_an_existing_file_without_a_second_header(tmp_path: Path) -> None:
+    path = tmp_path / "requests.csv"
+    for i in range(2):
+        writer = RecordWriter(path)
+        writer.append(make(i))
+        writer.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("request_id,")
