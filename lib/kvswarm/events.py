@@ -34,6 +34,7 @@ from kvswarm.config import Config, load_config, redacted
 from kvswarm.errors import KvswarmError
 from kvswarm.records import RequestRecord
 from kvswarm.rundir import RunDirectory
+from kvswarm.shipping import MasterCollector, WorkerOutbox
 
 REQUEST_TYPE = "LLM"
 MODES = ("non_disaggregated", "pd_disaggregated")
@@ -56,6 +57,8 @@ class Session:
     run: RunDirectory | None = None
     last_run_path: Path | None = None
     summary_text: str = ""
+    outbox: WorkerOutbox | None = None
+    collector: MasterCollector | None = None
     _flusher: Any = None
     _users_started: int = 0
     extra_meta: dict[str, Any] = field(default_factory=dict)
@@ -163,6 +166,10 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         state.worker_id = runner.client_id
+        state.outbox = WorkerOutbox(environment)
+    elif isinstance(runner, MasterRunner):
+        state.collector = MasterCollector(environment, state)
+        state.collector.install()
     _sessions[environment] = state
 
 
@@ -200,6 +207,8 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
         flush_interval_s=state.config.results.flush_interval_s,
         meta=meta,
     )
+    if state.collector is not None:
+        state.collector.start()
     state._flusher = gevent.spawn(_flush_periodically, state.run, state.config.results)
     logger.info("kvswarm: recording to %s", state.run.path)
 
@@ -219,6 +228,8 @@ def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
     run = state.run
     if run is None:
         return
+    if state.collector is not None:
+        run.meta.update(state.collector.collect_final_batches())
     if state._flusher is not None:
         state._flusher.kill(block=False)
         state._flusher = None
@@ -247,9 +258,12 @@ def _on_quit(**_kwargs: Any) -> None:
 
 
 def record(environment: Environment, request: RequestRecord) -> None:
-    """Keep a finished request: appended to the run's requests.csv."""
+    """Keep a finished request: appended to the run's requests.csv, or, on a worker,
+    shipped to the master, which appends it there."""
     state = session(environment)
-    if state.run is not None:
+    if state.outbox is not None:
+        state.outbox.add(request)
+    elif state.run is not None:
         state.run.add(request)
 
 

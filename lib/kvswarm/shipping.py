@@ -1,0 +1,159 @@
+"""Shipping request records from Locust workers to the master, on Locust's own channel.
+
+Workers keep finished records in a bounded outbox and ship it with every stats report
+(`report_to_master`, every few seconds), or at once as a `kvswarm_records` message when it
+fills. When a worker's test stops it ships the rest with `final: true`. The master appends
+every batch to the run's one requests.csv.
+
+Locust's headless `--run-time` ends a distributed run by firing the master's `test_stop`
+before the workers have stopped. So the master, in its `test_stop`, asks every worker
+that has not yet sent its final batch to stop (`kvswarm_stop`) and waits for those
+batches before it closes the run; a worker that dies meanwhile (heartbeats missing) is
+not waited for, and run.json names it as lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from locust.env import Environment
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+
+from kvswarm.records import RequestRecord, record_from_dict, record_to_dict
+
+RECORDS_MESSAGE = "kvswarm_records"
+STOP_MESSAGE = "kvswarm_stop"
+REPORT_KEY = "kvswarm_records"
+# Records a worker holds before it ships them without waiting for its next report.
+OUTBOX_LIMIT = 1000
+# How long the master waits for the workers' final batches when a test stops.
+FINAL_BATCH_TIMEOUT_S = 30.0
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerOutbox:
+    """A worker's finished records, waiting to be shipped to the master."""
+
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+        self.records: list[dict[str, Any]] = []
+        runner = environment.runner
+        assert isinstance(runner, WorkerRunner)
+        runner.register_message(STOP_MESSAGE, self._on_stop_request)
+        environment.events.report_to_master.add_listener(self._on_report)
+        environment.events.test_stop.add_listener(self._on_test_stop)
+
+    def add(self, record: RequestRecord) -> None:
+        self.records.append(record_to_dict(record))
+        if len(self.records) >= OUTBOX_LIMIT:
+            self._send(final=False)
+
+    def _take(self) -> list[dict[str, Any]]:
+        batch, self.records = self.records, []
+        return batch
+
+    def _send(self, *, final: bool) -> None:
+        self.environment.runner.send_message(
+            RECORDS_MESSAGE, {"records": self._take(), "final": final}
+        )
+
+    def _on_report(self, client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
+        if self.records:
+            data[REPORT_KEY] = self._take()
+
+    def _on_test_stop(self, environment: Environment, **_kwargs: Any) -> None:
+        self._send(final=True)
+
+    def _on_stop_request(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
+        # Stopping fires test_stop, which ships the final batch (with any request the
+        # stop cancelled); a worker that has already stopped has already shipped it.
+        environment.runner.stop()
+
+
+@dataclass
+class WorkerTally:
+    records: int = 0
+    final: bool = False
+
+
+@dataclass
+class MasterCollector:
+    """The master's side: appends every batch to the open run, tallies per worker."""
+
+    environment: Environment
+    sink: Any  # the Session: `sink.run` is the open RunDirectory, or None
+    workers: dict[str, WorkerTally] = field(default_factory=dict)
+    late_records: int = 0
+
+    def install(self) -> None:
+        runner = self.environment.runner
+        assert isinstance(runner, MasterRunner)
+        runner.register_message(RECORDS_MESSAGE, self._on_records)
+        self.environment.events.worker_report.add_listener(self._on_worker_report)
+
+    def start(self) -> None:
+        self.workers = {}
+        self.late_records = 0
+
+    def _accept(self, worker_id: str, records: list[dict[str, Any]], final: bool) -> None:
+        tally = self.workers.setdefault(worker_id, WorkerTally())
+        tally.records += len(records)
+        tally.final = tally.final or final
+        run = self.sink.run
+        if run is None:
+            self.late_records += len(records)
+            if records:
+                logger.warning(
+                    "kvswarm: %d records from %s arrived after the run closed",
+                    len(records),
+                    worker_id,
+                )
+            return
+        for data in records:
+            run.add(record_from_dict(data))
+
+    def _on_records(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
+        data = msg.data or {}
+        self._accept(msg.node_id, data.get("records", []), bool(data.get("final")))
+
+    def _on_worker_report(self, client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
+        records = data.get(REPORT_KEY)
+        if records:
+            self._accept(client_id, records, False)
+
+    def _live_workers_without_final(self) -> set[str]:
+        runner = self.environment.runner
+        live = {node.id for node in runner.clients.all if node.state != STATE_MISSING}
+        return {worker for worker in live if not self.workers.get(worker, WorkerTally()).final}
+
+    def collect_final_batches(self, timeout_s: float = FINAL_BATCH_TIMEOUT_S) -> dict[str, Any]:
+        """Ask running workers to stop and wait for their final batches.
+
+        Returns the per-worker part of run.json: records shipped, and which workers were
+        lost (no final batch: killed, or their heartbeats stopped).
+        """
+        pending = self._live_workers_without_final()
+        for worker in pending:
+            self.environment.runner.send_message(STOP_MESSAGE, None, client_id=worker)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+            pending = self._live_workers_without_final()
+        lost = sorted(worker for worker, tally in self.workers.items() if not tally.final)
+        lost += sorted(
+            node.id
+            for node in self.environment.runner.clients.all
+            if node.id not in self.workers and node.state == STATE_MISSING
+        )
+        return {
+            "workers": {
+                worker: {"records": tally.records, "final_batch": tally.final}
+                for worker, tally in sorted(self.workers.items())
+            },
+            "lost_workers": lost,
+        }
