@@ -1,0 +1,124 @@
+"""Distributed runs: a Locust master and worker processes, records shipped to the master."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tests.support.processes import REPO, StreamServer, run_dirs
+
+LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_basic.py")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def locust(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def start_fleet(server: StreamServer, tmp_path: Path, run_time: str, workers: int = 2):
+    port = free_port()
+    master = locust(
+        [
+            "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+            "--headless", "--expect-workers", str(workers), "-u", "20", "-r", "20",
+            "-t", run_time, "--host", server.url, "--kv-results", str(tmp_path / "results"),
+        ],
+        tmp_path,
+    )  # fmt: skip
+    fleet = [
+        locust(["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)], tmp_path)
+        for _ in range(workers)
+    ]
+    return master, fleet
+
+
+def finish(process: subprocess.Popen, timeout_s: float = 90) -> str:
+    output, _ = process.communicate(timeout=timeout_s)
+    return output
+
+
+def read_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "requests.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_master_has_one_row_per_served_request_from_both_workers(
+    stream_server: StreamServer, tmp_path: Path
+) -> None:
+    master, fleet = start_fleet(stream_server, tmp_path, "8s")
+    output = finish(master)
+    for worker in fleet:
+        finish(worker)
+    assert master.returncode == 0, output[-3000:]
+    stream_server.wait_idle()
+    (run,) = run_dirs(tmp_path / "results")
+    rows = read_rows(run)
+    served = stream_server.log()
+    assert sorted(r["request_id"] for r in rows) == sorted(s["request_id"] for s in served)
+    assert len({r["worker_id"] for r in rows}) == 2
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["lost_workers"] == []
+    assert sum(w["records"] for w in meta["workers"].values()) == len(rows)
+
+    truth = {s["request_id"]: s for s in served}
+    ok = [r for r in rows if r["ok"] == "1"]
+    client_ttft = np.array([float(r["ttft_ms"]) for r in ok])
+    server_ttft = np.array(
+        [(truth[r["request_id"]]["first_write"] - truth[r["request_id"]]["received"]) * 1000
+         for r in ok]
+    )  # fmt: skip
+    for p in (50, 90, 99):
+        assert abs(np.percentile(client_ttft, p) - np.percentile(server_ttft, p)) <= 2.0
+
+
+def test_a_killed_worker_loses_only_its_unshipped_rows(
+    stream_server: StreamServer, tmp_path: Path
+) -> None:
+    master, (doomed, survivor) = start_fleet(stream_server, tmp_path, "12s")
+    results = tmp_path / "results"
+    deadline = time.monotonic() + 30
+    # Kill once the doomed worker's first stats report (with records) has been shipped.
+    while time.monotonic() < deadline:
+        runs = run_dirs(results) if results.exists() else []
+        if runs and len(read_rows(runs[0])) > 40:
+            break
+        time.sleep(0.2)
+    doomed.send_signal(signal.SIGKILL)
+    output = finish(master)
+    finish(survivor)
+    doomed.wait()
+    assert master.returncode in (0, 1), output[-3000:]
+    stream_server.wait_idle()
+    (run,) = run_dirs(results)
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "finished"
+    assert len(meta["lost_workers"]) == 1
+    lost = meta["lost_workers"][0]
+    rows = read_rows(run)
+    by_worker = {
+        w: [r for r in rows if r["worker_id"] == w] for w in {r["worker_id"] for r in rows}
+    }
+    (survivor_id,) = [w for w in by_worker if w != lost]
+    served = {s["request_id"] for s in stream_server.log()}
+    survivor_served = {rid for rid in served if rid.startswith(survivor_id + "-")}
+    assert {r["request_id"] for r in by_worker[survivor_id]} == survivor_served
+    assert len(by_worker.get(lost, [])) == meta["workers"][lost]["records"]
