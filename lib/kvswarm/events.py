@@ -32,6 +32,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from kvswarm.client import Timeouts, api_key_from_environment
 from kvswarm.config import Config, load_config, redacted
 from kvswarm.errors import KvswarmError
+from kvswarm.live import LiveLatency
 from kvswarm.records import RequestRecord
 from kvswarm.rundir import RunDirectory
 from kvswarm.shipping import MasterCollector, WorkerOutbox
@@ -57,6 +58,7 @@ class Session:
     run: RunDirectory | None = None
     last_run_path: Path | None = None
     summary_text: str = ""
+    live: LiveLatency = field(default_factory=LiveLatency)
     outbox: WorkerOutbox | None = None
     collector: MasterCollector | None = None
     _flusher: Any = None
@@ -71,6 +73,12 @@ class Session:
     def base_url(self, host: str | None) -> str:
         """Locust's --host wins; else the mode's URL from the config; else target.base_url."""
         return host or self.config.base_url_for(self.mode)  # type: ignore[arg-type]
+
+    def keep(self, request: RequestRecord) -> None:
+        """Append a record to the open run and to the live distributions."""
+        if self.run is not None:
+            self.run.add(request)
+            self.live.add(request)
 
     def next_user_id(self) -> int:
         self._users_started += 1
@@ -171,6 +179,25 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
         state.collector = MasterCollector(environment, state)
         state.collector.install()
     _sessions[environment] = state
+    if environment.web_ui is not None:
+        _add_web_routes(environment, state)
+
+
+def _add_web_routes(environment: Environment, state: Session) -> None:
+    app = environment.web_ui.app
+
+    @app.route("/kvswarm/live")
+    def kvswarm_live() -> Any:
+        """Live TTFT/TPOT/ITL/E2E percentiles (ms) per scenario, across all workers."""
+        from flask import jsonify
+
+        return jsonify(
+            {
+                "run": str(state.run.path) if state.run else None,
+                "requests": state.live.requests,
+                "percentiles_ms": state.live.percentiles_ms(),
+            }
+        )
 
 
 def owns_results(environment: Environment) -> bool:
@@ -207,6 +234,7 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
         flush_interval_s=state.config.results.flush_interval_s,
         meta=meta,
     )
+    state.live = LiveLatency()
     if state.collector is not None:
         state.collector.start()
     state._flusher = gevent.spawn(_flush_periodically, state.run, state.config.results)
@@ -263,8 +291,8 @@ def record(environment: Environment, request: RequestRecord) -> None:
     state = session(environment)
     if state.outbox is not None:
         state.outbox.add(request)
-    elif state.run is not None:
-        state.run.add(request)
+    else:
+        state.keep(request)
 
 
 def report(environment: Environment, request: RequestRecord) -> None:

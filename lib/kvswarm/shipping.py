@@ -86,7 +86,7 @@ class MasterCollector:
     """The master's side: appends every batch to the open run, tallies per worker."""
 
     environment: Environment
-    sink: Any  # the Session: `sink.run` is the open RunDirectory, or None
+    sink: Any  # the Session: `sink.run` is the open run or None, `sink.keep(record)`
     workers: dict[str, WorkerTally] = field(default_factory=dict)
     late_records: int = 0
 
@@ -115,7 +115,7 @@ class MasterCollector:
                 )
             return
         for data in records:
-            run.add(record_from_dict(data))
+            self.sink.keep(record_from_dict(data))
 
     def _on_records(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
         data = msg.data or {}

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,38 @@ def test_a_killed_worker_loses_only_its_unshipped_rows(
     survivor_served = {rid for rid in served if rid.startswith(survivor_id + "-")}
     assert {r["request_id"] for r in by_worker[survivor_id]} == survivor_served
     assert len(by_worker.get(lost, [])) == meta["workers"][lost]["records"]
+
+
+def test_master_serves_live_percentiles_across_workers_in_web_ui_mode(
+    stream_server: StreamServer, tmp_path: Path
+) -> None:
+    port, web_port = free_port(), free_port()
+    master = locust(
+        [
+            "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+            "--web-host", "127.0.0.1", "--web-port", str(web_port), "--autostart",
+            "--autoquit", "0", "--expect-workers", "2", "-u", "10", "-r", "10", "-t", "8s",
+            "--host", stream_server.url, "--kv-results", str(tmp_path / "results"),
+        ],
+        tmp_path,
+    )  # fmt: skip
+    fleet = [
+        locust(["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)], tmp_path)
+        for _ in range(2)
+    ]
+    live = {}
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and live.get("requests", 0) < 40:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/kvswarm/live") as reply:
+                live = json.loads(reply.read())
+        except OSError:
+            pass
+        time.sleep(0.2)
+    finish(master)
+    for worker in fleet:
+        finish(worker)
+    assert live["requests"] >= 40
+    ttft = live["percentiles_ms"]["basic"]["ttft"]
+    assert 49.0 <= ttft["p50"] <= 60.0
+    assert live["percentiles_ms"]["basic"]["itl"]["count"] == 15 * live["requests"]
