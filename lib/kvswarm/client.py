@@ -212,6 +212,9 @@ class StreamingClient:
         self._sock: socket.socket | None = None
         self._timeout_set: float | None = None
         self._reused = False
+        # Whether the last request's bytes were handed to the socket (it may have been
+        # seen by the server), as opposed to interrupted before that.
+        self.request_sent = False
         # Per-request parse state, reset by complete().
         self._parser: httptools.HttpResponseParser | None = None
         self._response = _Response()
@@ -231,6 +234,7 @@ class StreamingClient:
         """Send `request` and measure its response. Never raises for server or network
         failures: the result's `failure` says which category, `error` what happened.
         Cancellation (GreenletExit, KeyboardInterrupt) propagates after closing."""
+        self.request_sent = False
         payload = self._encode(request)
         try:
             try:
@@ -318,6 +322,7 @@ class StreamingClient:
         try:
             sock.settimeout(self.timeouts.connect_s)
             self._timeout_set = self.timeouts.connect_s
+            self.request_sent = True
             sock.sendall(payload)
         except OSError as exc:
             if self._reused:

@@ -82,6 +82,8 @@ class LLMUser(User):
         try:
             result = self.llm.complete(request)
         except GreenletExit:
+            if not self.llm.request_sent:
+                raise  # stopped before anything was sent: no request to account for
             kv_events.record(
                 self.environment,
                 RequestRecord(
