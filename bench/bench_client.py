@@ -81,15 +81,19 @@ def make_reporter(results_dir: Path):
         )
         kv_events.report(environment, record)
 
-    return report, state.run
+    def finish() -> None:
+        kv_events.drain_reports(environment)
+        state.run.finish()
+
+    return report, finish
 
 
 def run_streams(url: str, streams: int, seconds: float, tokens: int, with_locust: bool):
     results: list[tuple[str, float]] = []
     token_count = 0
-    reporter, run = (None, None)
+    reporter, finish = (None, None)
     if with_locust:
-        reporter, run = make_reporter(Path(tempfile.mkdtemp(prefix="kvswarm-bench-")))
+        reporter, finish = make_reporter(Path(tempfile.mkdtemp(prefix="kvswarm-bench-")))
 
     def user(index: int) -> None:
         nonlocal token_count
@@ -121,8 +125,8 @@ def run_streams(url: str, streams: int, seconds: float, tokens: int, with_locust
     greenlets = [gevent.spawn_later(0.01 * i / streams, user, i) for i in range(streams)]
     gevent.joinall(greenlets, raise_error=True)
     cpu = cpu_seconds() - cpu_before
-    if run is not None:
-        run.finish()
+    if finish is not None:
+        finish()
     return results, token_count, cpu
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class Session:
     last_run_path: Path | None = None
     summary_text: str = ""
     live: LiveLatency = field(default_factory=LiveLatency)
+    pending_reports: deque[RequestRecord] = field(default_factory=deque)
+    reporter: Any = None
     outbox: WorkerOutbox | None = None
     collector: MasterCollector | None = None
     _flusher: Any = None
@@ -250,6 +253,8 @@ def _flush_periodically(run: RunDirectory, results: Any) -> None:
 
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
+    # Before anything else (a worker's final batch is shipped by a later listener).
+    drain_reports(environment)
     if not owns_results(environment):
         return
     state = session(environment)
@@ -297,6 +302,37 @@ def record(environment: Environment, request: RequestRecord) -> None:
 
 def report(environment: Environment, request: RequestRecord) -> None:
     """Record a finished request and report it to Locust's statistics.
+
+    The work is deferred to a reporter greenlet that handles one request each time the
+    event loop is idle: when many requests end at once, their bookkeeping would
+    otherwise delay the receive timestamps of other users' tokens. Everything pending is
+    handled before the test's results are closed (`drain_reports`).
+    """
+    state = session(environment)
+    state.pending_reports.append(request)
+    if state.reporter is None:
+        state.reporter = gevent.spawn(_report_when_idle, environment, state)
+
+
+def _report_when_idle(environment: Environment, state: Session) -> None:
+    try:
+        while state.pending_reports:
+            gevent.idle()
+            if state.pending_reports:
+                report_now(environment, state.pending_reports.popleft())
+    finally:
+        state.reporter = None
+
+
+def drain_reports(environment: Environment) -> None:
+    """Handle every deferred report now (at test stop, before results are closed)."""
+    state = session(environment)
+    while state.pending_reports:
+        report_now(environment, state.pending_reports.popleft())
+
+
+def report_now(environment: Environment, request: RequestRecord) -> None:
+    """Record a request and fire its Locust events (LLM, TTFT, TPOT, one ITL per gap).
 
     Cancelled requests (the test stopped them) are recorded but not reported to Locust.
     """
