@@ -37,6 +37,7 @@ from kvswarm.live import LiveLatency
 from kvswarm.records import RequestRecord
 from kvswarm.rundir import RunDirectory
 from kvswarm.shipping import MasterCollector, WorkerOutbox
+from kvswarm.window import ServerWindow
 
 REQUEST_TYPE = "LLM"
 MODES = ("non_disaggregated", "pd_disaggregated")
@@ -60,6 +61,7 @@ class Session:
     last_run_path: Path | None = None
     summary_text: str = ""
     live: LiveLatency = field(default_factory=LiveLatency)
+    server: ServerWindow | None = None
     pending_reports: deque[RequestRecord] = field(default_factory=deque)
     reporter: Any = None
     outbox: WorkerOutbox | None = None
@@ -214,10 +216,15 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
         return
     state = session(environment)
     options = environment.parsed_options
+    base_url = state.base_url(environment.host)
+    state.server = ServerWindow.open(
+        base_url, state.config.target.engine, dict(state.config.metrics_endpoints)
+    )
     meta = {
         "config_path": state.config_path,
         "config": redacted(state.config),
-        "target": state.base_url(environment.host),
+        "target": base_url,
+        "engine": state.server.engine,
         "endpoint": state.endpoint,
         "model": state.config.model_name,
         "distributed": isinstance(environment.runner, MasterRunner),
@@ -263,6 +270,9 @@ def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
         return
     if state.collector is not None:
         run.meta.update(state.collector.collect_final_batches())
+    if state.server is not None:
+        run.meta["server"] = state.server.close()
+        state.server = None
     if state._flusher is not None:
         state._flusher.kill(block=False)
         state._flusher = None

@@ -3,11 +3,13 @@
 It streams `max_tokens` chunks (first after `--ttft-ms`, then one every `--tpot-ms`) in
 vLLM's SSE shape, and logs per request, as JSON lines: the X-Request-Id, the receipt time
 (request fully read), the first-token write time and the last write time, all from
-`time.monotonic()` (the client's `perf_counter` clock on Linux). A prompt containing
+`time.monotonic()` (the client's `perf_counter` clock on Linux), and the client's
+address (`peer`, the IP the connection came from). A prompt containing
 `FAULT:<kind>` asks for a fault: `http500`, `disconnect`, `stall`, `badjson`, `error`,
 `empty`, `nodone`.
 
-Run: python -m tests.support.streamserver --port 0 --log FILE  (prints `PORT <n>`).
+Run: python -m tests.support.streamserver --port 0 --log FILE  (prints `PORT <n>`);
+`--bind ADDRESS` listens on another address than 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -58,16 +60,16 @@ class StreamServer_:
         self.served = 0
         self.in_flight = 0
 
-    def handle(self, sock, _address) -> None:
+    def handle(self, sock, address) -> None:
         try:
-            while self._serve_one(sock):
+            while self._serve_one(sock, address[0]):
                 pass
         except OSError:
             pass
         finally:
             sock.close()
 
-    def _serve_one(self, sock) -> bool:
+    def _serve_one(self, sock, peer: str) -> bool:
         request = _Request()
         parser = httptools.HttpRequestParser(request)
         while not request.complete:
@@ -88,10 +90,14 @@ class StreamServer_:
         if path == "/stats":
             self._send_json(sock, {"served": self.served, "in_flight": self.in_flight})
             return True
+        if not path.endswith(("/chat/completions", "/completions")):
+            self._send_json(sock, {"error": "not found"}, "404 Not Found")
+            return True
         self.served += 1
         self.in_flight += 1
         entry = {
             "request_id": request.headers.get("x-request-id", ""),
+            "peer": peer,
             "path": path,
             "authorization": request.headers.get("authorization", ""),
             "received": received,
@@ -202,13 +208,14 @@ class StreamServer_:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ttft-ms", type=float, default=50.0)
     parser.add_argument("--tpot-ms", type=float, default=10.0)
     parser.add_argument("--log")
     args = parser.parse_args()
     app = StreamServer_(args.ttft_ms / 1000.0, args.tpot_ms / 1000.0, args.log)
-    server = StreamServer(("127.0.0.1", args.port), app.handle, backlog=1024)
+    server = StreamServer((args.bind, args.port), app.handle, backlog=1024)
     server.start()
     print(f"PORT {server.server_port}", flush=True)
     try:
