@@ -133,8 +133,13 @@ class TokenizerConfig:
     """
 
     method: Literal["auto", "server", "hf", "ratio"] = "auto"
+    # A tokenizer.json, a directory holding one, or a Hub repo id already in the local
+    # Hugging Face cache (never downloaded).
     hf_name: str | None = None
     chars_per_token: PositiveFloat = 4.0
+    # Where POST /tokenize lives when not at the target's root (e.g. a PD proxy that does
+    # not forward it: point it at the prefiller).
+    tokenize_url: str | None = None
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -1,0 +1,61 @@
+"""`cold_start`: every prompt unique from its first tokens, the no-reuse baseline.
+
+A prompt is the request's tag (a 12-letter digest first, so no two prompts share their first
+16-token block), then a request to summarise a report generated for this request alone,
+`unique_tokens` long in all (default 4000). `reuse_ratio` must be 0.
+"""
+
+from __future__ import annotations
+
+from kvswarm.config import ScenarioConfig
+from kvswarm.errors import ConfigError
+from kvswarm.workloads import text
+from kvswarm.workloads.registry import register_workload
+from kvswarm.workloads.request import PromptRequest
+from kvswarm.workloads.workload import Workload
+
+
+@register_workload("cold_start")
+class ColdStartWorkload(Workload):
+    @classmethod
+    def check(
+        cls,
+        scenario: str,
+        config: ScenarioConfig,
+        *,
+        tag_tokens: int,
+        max_model_len: int,
+        max_tokens: int,
+    ) -> None:
+        if config.reuse_ratio != 0.0:
+            raise ConfigError(
+                f"scenarios.{scenario}.reuse_ratio: must be 0 (every cold-start prompt "
+                f"is unique), got {config.reuse_ratio}"
+            )
+        super().check(
+            scenario,
+            config,
+            tag_tokens=tag_tokens,
+            max_model_len=max_model_len,
+            max_tokens=max_tokens,
+        )
+
+    @classmethod
+    def prompt_bound(cls, config: ScenarioConfig, tag_tokens: int) -> tuple[int, str]:
+        return max(config.unique_tokens, tag_tokens), "unique_tokens"
+
+    def _next(self) -> PromptRequest:
+        identity = self._identity()
+        # All of it is unique, so a remote sizer verifies it (one /tokenize call).
+        fitted = self._unique_text(
+            identity, text.report_request, self.config.unique_tokens, "\n", verify=True
+        )
+        return PromptRequest(
+            scenario=self.context.scenario,
+            request_id=identity.request_id,
+            messages=({"role": "user", "content": fitted.text},),
+            prompt=fitted.text,
+            max_tokens=self.context.max_tokens,
+            prompt_tokens_target=self.config.unique_tokens,
+            prompt_tokens_sized=fitted.tokens,
+        )

@@ -1,0 +1,169 @@
+"""Pools of shared prefixes, and what the workloads of one process share.
+
+A pool holds `pool_size` shared prefixes of one scenario (documents, codebases, templates,
+openers). Item `i` is the text stream `generator(seeded(seed, scenario, "item", i))` cut to
+a length drawn from `seeded(seed, scenario, "length", i)`: every process with the same seed
+and the same sizer produces byte-identical items, and processes whose sizers disagree still
+produce prefixes of the same stream. Items are generated on first use and cached for the
+life of the process, so memory is bounded by the pools' own sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from kvswarm.config import ScenarioConfig
+from kvswarm.tokens import TextFitter, TokenSizer
+from kvswarm.workloads.text import seeded
+
+TextGenerator = Callable[[random.Random], Iterator[str]]
+
+
+@dataclass(frozen=True)
+class PoolItem:
+    """One shared prefix. `prefix_id` is `<family>-<index>-<digest of the text>`."""
+
+    prefix_id: str
+    index: int
+    text: str
+    tokens: int  # as counted by the sizer
+    target_tokens: int
+
+
+class PrefixPool:
+    """`size` deterministic shared prefixes of one scenario, generated on first use."""
+
+    def __init__(
+        self,
+        scenario: str,
+        family: str,
+        generator: TextGenerator,
+        config: ScenarioConfig,
+        seed: int,
+        fitter: TextFitter,
+    ) -> None:
+        self.scenario = scenario
+        self.family = family
+        self.generator = generator
+        self.size = config.pool_size
+        self.tokens_min = config.shared_tokens_min
+        self.tokens_max = config.shared_tokens_max
+        self.seed = seed
+        self.fitter = fitter
+        self._items: dict[int, PoolItem] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def item(self, index: int) -> PoolItem:
+        """Item `index` (0 <= index < size), generating and counting it on first use."""
+        item = self._items.get(index)
+        if item is None:
+            item = self._items[index] = self._generate(index)
+        return item
+
+    def prepare(self) -> None:
+        """Generate every item now (e.g. at test start, before measuring)."""
+        for index in range(self.size):
+            self.item(index)
+
+    def _generate(self, index: int) -> PoolItem:
+        if not 0 <= index < self.size:
+            raise IndexError(f"pool item {index} of {self.size}")
+        target = seeded(self.seed, self.scenario, "length", index).randint(
+            self.tokens_min, self.tokens_max
+        )
+        stream = self.generator(seeded(self.seed, self.scenario, "item", index))
+        fitted = self.fitter.fit(stream, target, self.generator.__name__, exact=True)
+        digest = hashlib.blake2b(fitted.text.encode(), digest_size=4).hexdigest()
+        prefix_id = f"{self.family}-{index}-{digest}"
+        return PoolItem(prefix_id, index, fitted.text, fitted.tokens, target)
+
+
+class SeenPrefixes:
+    """The pool prefixes this process has already sent: the basis of `expected_hit`."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def first_use(self, prefix_id: str) -> bool:
+        """Mark `prefix_id` as sent; True if this is the first time in this process."""
+        if prefix_id in self._seen:
+            return False
+        self._seen.add(prefix_id)
+        return True
+
+    def __contains__(self, prefix_id: object) -> bool:
+        return prefix_id in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class SharedMaterial:
+    """What every workload of one process shares for one sizer.
+
+    The fitter (and what it learned about chars/token), the pools, and the set of pool
+    prefixes already sent. `shared_material(sizer)` gives the process-wide one; tests make
+    their own to start from a clean slate.
+    """
+
+    def __init__(self, sizer: TokenSizer) -> None:
+        self.sizer = sizer
+        self.fitter = TextFitter(sizer)
+        self.seen = SeenPrefixes()
+        self._pools: dict[tuple[object, ...], PrefixPool] = {}
+        self._joints: dict[tuple[str, str, str], int] = {}
+
+    def joint_tokens(self, text: str, left: str, right: str) -> int:
+        """The tokens `text` adds between `left` and `right`, counted once per process.
+
+        Separators and turn markers tokenize differently alone than between words (a
+        trailing space joins the next word, punctuation can absorb a newline).
+        """
+        key = (left, text, right)
+        tokens = self._joints.get(key)
+        if tokens is None:
+            count = self.sizer.count
+            tokens = max(0, count(left + text + right) - count(left) - count(right))
+            self._joints[key] = tokens
+        return tokens
+
+    def pool(
+        self,
+        scenario: str,
+        family: str,
+        generator: TextGenerator,
+        config: ScenarioConfig,
+        seed: int,
+    ) -> PrefixPool:
+        """The pool of `scenario` for this config and seed, created on first use."""
+        key = (
+            scenario,
+            family,
+            generator,
+            seed,
+            config.pool_size,
+            config.shared_tokens_min,
+            config.shared_tokens_max,
+        )
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = PrefixPool(
+                scenario, family, generator, config, seed, self.fitter
+            )
+        return pool
+
+
+_MATERIALS: dict[int, SharedMaterial] = {}
+
+
+def shared_material(sizer: TokenSizer) -> SharedMaterial:
+    """The process-wide `SharedMaterial` of `sizer` (created on first use)."""
+    material = _MATERIALS.get(id(sizer))
+    if material is None or material.sizer is not sizer:
+        material = _MATERIALS[id(sizer)] = SharedMaterial(sizer)
+    return material

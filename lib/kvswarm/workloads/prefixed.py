@@ -1,0 +1,122 @@
+"""Requests made of a shared prefix from a pool and a unique part: the shape of three scenarios.
+
+A request is `prefix + "\\n\\n" + unique`. The unique part starts with the request's tag, so
+it differs from every other request right after the shared prefix. When the schedule wants a
+hit, the prefix is a pool item chosen at random (an expected hit once the process has sent
+it); when it wants a miss, the pool item is preceded by the tag, so the request is unique
+from its first tokens (`prefix_id` '').
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from kvswarm.config import ScenarioConfig
+from kvswarm.errors import ConfigError
+from kvswarm.tokens import Fitted
+from kvswarm.workloads.pool import PoolItem, PrefixPool, TextGenerator
+from kvswarm.workloads.request import PromptRequest
+from kvswarm.workloads.workload import TAG_START, RequestIdentity, Workload, WorkloadContext
+
+SEPARATOR = "\n\n"
+
+
+class PrefixWorkload(Workload):
+    """A scenario of pool prefixes + unique parts; subclasses name their text generators.
+
+    `layout` "user": one user message holding prefix and unique part (question answering
+    over a document); "system": the prefix as the system message, the unique part as the
+    user message (an assistant primed with a codebase or an instruction template).
+    """
+
+    family: ClassVar[str]
+    shared_text: ClassVar[TextGenerator]
+    unique_text: ClassVar[TextGenerator]
+    layout: ClassVar[Literal["user", "system"]] = "user"
+
+    def __init__(self, context: WorkloadContext) -> None:
+        super().__init__(context)
+        self.pool: PrefixPool = self.material.pool(
+            context.scenario, self.family, type(self).shared_text, self.config, context.seed
+        )
+        # between the end of a prefix and a tag, and between a tag and a prefix
+        self._separator_tokens = self.material.joint_tokens(SEPARATOR, "end.", TAG_START)
+        self._salt_separator_tokens = self.material.joint_tokens(SEPARATOR, "]", "Read")
+
+    @classmethod
+    def check(
+        cls,
+        scenario: str,
+        config: ScenarioConfig,
+        *,
+        tag_tokens: int,
+        max_model_len: int,
+        max_tokens: int,
+    ) -> None:
+        if config.shared_tokens_max <= 0:
+            raise ConfigError(
+                f"scenarios.{scenario}.shared_tokens_max: must be > 0 for a scenario of "
+                f"shared prefixes, got {config.shared_tokens_max}"
+            )
+        super().check(
+            scenario,
+            config,
+            tag_tokens=tag_tokens,
+            max_model_len=max_model_len,
+            max_tokens=max_tokens,
+        )
+
+    @classmethod
+    def prompt_bound(cls, config: ScenarioConfig, tag_tokens: int) -> tuple[int, str]:
+        # tag + separator before a missed prefix, the prefix, a separator, the unique part
+        longest = tag_tokens + 2 + config.shared_tokens_max + 2 + config.unique_tokens
+        if config.unique_tokens > config.shared_tokens_max:
+            return longest, "unique_tokens"
+        return longest, "shared_tokens_max"
+
+    def prepare(self) -> None:
+        self.pool.prepare()
+
+    def _next(self) -> PromptRequest:
+        identity = self._identity()
+        want_hit = self._schedule.want_hit()
+        item = self.pool.item(self._rng.randrange(len(self.pool)))
+        unique = self._unique_text(identity, type(self).unique_text, self.config.unique_tokens)
+        if want_hit:
+            first_use = self.material.seen.first_use(item.prefix_id)
+            return self._request(identity, item, unique, salt="", expected_hit=not first_use)
+        return self._request(identity, item, unique, salt=identity.tag)
+
+    def _request(
+        self,
+        identity: RequestIdentity,
+        item: PoolItem,
+        unique: Fitted,
+        *,
+        salt: str,
+        expected_hit: bool = False,
+    ) -> PromptRequest:
+        shared = salt + SEPARATOR + item.text if salt else item.text
+        salt_tokens = self.fitter.count(salt, "tag") + self._salt_separator_tokens if salt else 0
+        if self.layout == "user":
+            messages: tuple[dict[str, str], ...] = (
+                {"role": "user", "content": shared + SEPARATOR + unique.text},
+            )
+        else:
+            messages = (
+                {"role": "system", "content": shared},
+                {"role": "user", "content": unique.text},
+            )
+        fixed = salt_tokens + self._separator_tokens
+        return PromptRequest(
+            scenario=self.context.scenario,
+            request_id=identity.request_id,
+            messages=messages,
+            prompt=shared + SEPARATOR + unique.text,
+            max_tokens=self.context.max_tokens,
+            prefix_id="" if salt else item.prefix_id,
+            prefix_tokens=0 if salt else item.tokens,
+            expected_hit=expected_hit,
+            prompt_tokens_target=fixed + item.target_tokens + self.config.unique_tokens,
+            prompt_tokens_sized=fixed + item.tokens + unique.tokens,
+        )

@@ -1,0 +1,222 @@
+"""The workload of one simulated user: the base class every scenario implements."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from kvswarm.config import ScenarioConfig
+from kvswarm.errors import ConfigError
+from kvswarm.tokens import Fitted, LengthStats
+from kvswarm.workloads.pool import SharedMaterial, TextGenerator
+from kvswarm.workloads.request import PromptRequest
+from kvswarm.workloads.reuse import ReuseSchedule
+from kvswarm.workloads.text import seeded
+
+# Tokens a chat template may add around the messages, kept free in the context window.
+CHAT_TEMPLATE_ALLOWANCE = 32
+
+
+@dataclass(frozen=True)
+class WorkloadContext:
+    """Everything a workload is built from; `max_tokens` is the scenario's effective one."""
+
+    scenario: str
+    config: ScenarioConfig
+    seed: int
+    worker_id: str
+    user_id: int
+    max_model_len: int
+    max_tokens: int
+    material: SharedMaterial
+
+
+@dataclass(frozen=True)
+class RequestIdentity:
+    """Who sends a request: the material that makes its unique part unique.
+
+    `tag` leads with a 48-bit digest of (seed, scenario, worker, user, counter) spelt in
+    12 consonants (`kqbdmfhjclst`: letters, so a space before it joins its first token the
+    same way every time, which keeps token counts additive), so prompts differ within
+    their first tokens; then it names worker, user and counter literally, so no two
+    requests of a run can be equal whatever the digests do.
+    """
+
+    request_id: str
+    tag: str
+    rng: random.Random
+
+
+@dataclass
+class WorkloadStats:
+    """Designed vs realised reuse, and achieved vs target prompt lengths, of some requests.
+
+    One per workload; `merge` them per scenario (per process, then across workers with
+    `as_state`/`from_state`) for run.json.
+    """
+
+    scenario: str
+    designed_reuse_ratio: float
+    requests: int = 0
+    expected_hits: int = 0
+    lengths: LengthStats = field(default_factory=LengthStats)
+
+    @property
+    def realised_reuse_ratio(self) -> float:
+        return self.expected_hits / self.requests if self.requests else 0.0
+
+    def record(self, request: PromptRequest) -> None:
+        self.requests += 1
+        self.expected_hits += request.expected_hit
+        self.lengths.add(request.prompt_tokens_target, request.prompt_tokens_sized)
+
+    def merge(self, other: WorkloadStats) -> None:
+        self.requests += other.requests
+        self.expected_hits += other.expected_hits
+        self.lengths.merge(other.lengths)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run.json view: ratios and the prompt-length summary."""
+        return {
+            "scenario": self.scenario,
+            "requests": self.requests,
+            "expected_hits": self.expected_hits,
+            "designed_reuse_ratio": self.designed_reuse_ratio,
+            "realised_reuse_ratio": self.realised_reuse_ratio,
+            "prompt_tokens": self.lengths.summary().as_dict(),
+        }
+
+    def as_state(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "designed_reuse_ratio": self.designed_reuse_ratio,
+            "requests": self.requests,
+            "expected_hits": self.expected_hits,
+            "lengths": self.lengths.as_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WorkloadStats:
+        return cls(
+            scenario=state["scenario"],
+            designed_reuse_ratio=state["designed_reuse_ratio"],
+            requests=state["requests"],
+            expected_hits=state["expected_hits"],
+            lengths=LengthStats.from_state(state["lengths"]),
+        )
+
+
+class Workload(ABC):
+    """The requests of one simulated user of one scenario. Make them with `make_workload`.
+
+    Call `next_request()` for each request, and `observe_reply()` with the text the server
+    streamed back (multi-turn appends it to the conversation; the others ignore it).
+    `prepare()` generates the shared pool ahead of time; `stats` accumulates the reuse and
+    length accounting of every request handed out.
+    """
+
+    scenario: ClassVar[str] = ""
+
+    def __init__(self, context: WorkloadContext) -> None:
+        self.context = context
+        self.config = context.config
+        self.material = context.material
+        self.fitter = context.material.fitter
+        self.stats = WorkloadStats(context.scenario, context.config.reuse_ratio)
+        self._counter = 0
+        self._rng = seeded(context.seed, context.scenario, context.worker_id, context.user_id)
+        self._schedule = ReuseSchedule(context.config.reuse_ratio, self._rng)
+
+    @classmethod
+    def check(
+        cls,
+        scenario: str,
+        config: ScenarioConfig,
+        *,
+        tag_tokens: int,
+        max_model_len: int,
+        max_tokens: int,
+    ) -> None:
+        """Raise `ConfigError` when this scenario's prompts cannot fit the context window."""
+        prompt_tokens, key = cls.prompt_bound(config, tag_tokens)
+        needed = prompt_tokens + CHAT_TEMPLATE_ALLOWANCE + max_tokens
+        if needed > max_model_len:
+            raise ConfigError(
+                f"scenarios.{scenario}.{key}: prompts of up to {prompt_tokens} tokens "
+                f"+ {CHAT_TEMPLATE_ALLOWANCE} for the chat template + max_tokens {max_tokens} "
+                f"= {needed} tokens do not fit max_model_len {max_model_len}"
+            )
+
+    @classmethod
+    @abstractmethod
+    def prompt_bound(cls, config: ScenarioConfig, tag_tokens: int) -> tuple[int, str]:
+        """The longest prompt this config can produce, and the config key that bounds it."""
+
+    def next_request(self) -> PromptRequest:
+        """The next request of this user."""
+        request = self._next()
+        self._schedule.record(request.expected_hit)
+        self.stats.record(request)
+        return request
+
+    def observe_reply(self, request: PromptRequest, reply_text: str) -> None:
+        """Hand back the text the server streamed in reply to `request`.
+
+        `request` is the object `next_request` returned. Only scenarios that hold a history
+        use it; not calling it, or calling it with empty text, means no reply came.
+        """
+        return None
+
+    def prepare(self) -> None:
+        """Generate the shared material now rather than on first use."""
+        return None
+
+    @abstractmethod
+    def _next(self) -> PromptRequest: ...
+
+    def _unique_text(
+        self,
+        identity: RequestIdentity,
+        generator: TextGenerator,
+        target: int,
+        joiner: str = " ",
+        *,
+        verify: bool = False,
+    ) -> Fitted:
+        """The request's tag, `joiner`, then text from `generator`: `target` tokens in all.
+
+        The tag is sized on its own (it is denser in tokens than the text after it);
+        `verify` as in `TextFitter.fit`.
+        """
+        tag_tokens = self.fitter.count(identity.tag, "tag")
+        tag_tokens += self.material.joint_tokens(joiner, "]", "Summarise")
+        rest = self.fitter.fit(
+            generator(identity.rng), target - tag_tokens, generator.__name__, verify=verify
+        )
+        if not rest.text:
+            return Fitted(identity.tag, tag_tokens)
+        return Fitted(identity.tag + joiner + rest.text, tag_tokens + rest.tokens)
+
+    def _identity(self) -> RequestIdentity:
+        self._counter += 1
+        c = self.context
+        request_id = f"{c.worker_id}/{c.user_id}/{self._counter}"
+        key = f"{c.seed}\x1f{c.scenario}\x1f{request_id}".encode()
+        digest = hashlib.blake2b(key, digest_size=6).hexdigest().translate(_CONSONANTS)
+        rng = seeded(c.seed, c.scenario, "unique", c.worker_id, c.user_id, self._counter)
+        return RequestIdentity(request_id, f"{digest} [{request_id}]", rng)
+
+
+def tag_tokens_bound(material: SharedMaterial, worker_id: str, user_id: int) -> int:
+    """The most tokens this user's tags can take (for the context-window check)."""
+    ids = material.fitter.count(f" [{worker_id}/{user_id}/99999999]", "tag bound")
+    return ids + 12  # a 12-letter digest is at most one token per letter
+
+
+# Hex digits to consonants: the digest's spelling in tags.
+_CONSONANTS = str.maketrans("0123456789abcdef", "bcdfghjklmnpqrst")
+# What a tag looks like to the tokenizer at its start, for counting separators before one.
+TAG_START = "kqbdmf"

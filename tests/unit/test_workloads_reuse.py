@@ -1,0 +1,109 @@
+"""Reuse accounting: realised vs designed reuse ratio, and what `expected_hit` means."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kvswarm.workloads import SharedMaterial
+from tests.unit.conftest import SCENARIOS, reply_to, small_config
+
+
+def _run(workload, requests: int) -> list:
+    out = []
+    for _ in range(requests):
+        request = workload.next_request()
+        workload.observe_reply(request, reply_to(request))
+        out.append(request)
+    return out
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_realised_reuse_of_2000_requests_is_within_3_points(build_workload, scenario):
+    workload = build_workload(scenario)
+    requests = _run(workload, 2000)
+    realised = sum(r.expected_hit for r in requests) / len(requests)
+    assert realised == pytest.approx(small_config(scenario).reuse_ratio, abs=0.03)
+    assert workload.stats.realised_reuse_ratio == realised
+
+
+@pytest.mark.parametrize("scenario", ["long_context_high_reuse", "multi_turn_conversation"])
+def test_realised_reuse_holds_across_users_of_one_process(build_workload, scenario):
+    users = [build_workload(scenario, user_id=u) for u in range(10)]
+    hits = sum(r.expected_hit for user in users for r in _run(user, 200))
+    assert hits / 2000 == pytest.approx(small_config(scenario).reuse_ratio, abs=0.03)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 1.0])
+def test_configured_ratio_is_followed_at_the_extremes(build_workload, ratio):
+    workload = build_workload(
+        "batch_processing", small_config("batch_processing", reuse_ratio=ratio)
+    )
+    requests = _run(workload, 500)
+    realised = sum(r.expected_hit for r in requests) / 500
+    # at 1.0 the first use of each of the 3 pool prefixes is still a designed miss
+    assert realised == pytest.approx(ratio, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "scenario", ["long_context_high_reuse", "code_generation", "batch_processing"]
+)
+def test_expected_hit_means_the_process_sent_the_prefix_before(build_workload, scenario):
+    seen: set[str] = set()
+    for request in _run(build_workload(scenario), 300):
+        if request.prefix_id:
+            assert request.expected_hit == (request.prefix_id in seen)
+            seen.add(request.prefix_id)
+        else:
+            assert not request.expected_hit
+            assert request.prefix_tokens == 0
+
+
+def test_first_use_in_the_process_is_the_only_designed_miss_per_pool_prefix(
+    bpe_sizer, build_workload
+):
+    material = SharedMaterial(bpe_sizer)
+    config = small_config("long_context_high_reuse", reuse_ratio=1.0)
+    first, second = (
+        build_workload("long_context_high_reuse", config, user_id=u, material=material)
+        for u in (1, 2)
+    )
+    first_requests = _run(first, 60)
+    assert sum(not r.expected_hit for r in first_requests) == 4  # pool_size
+    assert all(r.expected_hit for r in _run(second, 60))
+
+
+def test_designed_misses_begin_with_the_unique_tag(build_workload):
+    misses = [r for r in _run(build_workload("code_generation"), 200) if not r.prefix_id]
+    assert len(misses) > 20
+    for request in misses:
+        tag = re.compile(r"[b-t]{12} \[" + re.escape(request.request_id) + r"\]\n\n")
+        assert tag.match(request.prompt)
+        assert tag.match(request.messages[0]["content"])
+    assert len({r.prompt[:12] for r in misses}) == len(misses)
+
+
+def test_hits_share_the_pool_prefix_and_differ_right_after_it(build_workload):
+    workload = build_workload(
+        "long_context_high_reuse", small_config("long_context_high_reuse", pool_size=1)
+    )
+    hits = [r for r in _run(workload, 50) if r.expected_hit]
+    prefix = workload.pool.item(0).text + "\n\n"
+    assert all(r.prompt.startswith(prefix) for r in hits)
+    heads = {r.prompt[len(prefix) : len(prefix) + 12] for r in hits}
+    assert len(heads) == len(hits)
+
+
+def test_stats_state_merges_workers(build_workload):
+    a, b = (
+        build_workload("batch_processing", worker_id="a"),
+        build_workload("batch_processing", worker_id="b"),
+    )
+    _run(a, 100)
+    _run(b, 50)
+    merged = type(a.stats).from_state(a.stats.as_state())
+    merged.merge(b.stats)
+    assert merged.requests == 150
+    assert merged.as_dict()["prompt_tokens"]["count"] == 150
+    assert merged.as_dict()["designed_reuse_ratio"] == 0.95
