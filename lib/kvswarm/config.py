@@ -304,12 +304,29 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {_kind(data)}")
+    data = _with_scenario_defaults(data)
     try:
         return _ADAPTER.validate_json(orjson.dumps(data), strict=True)
     except orjson.JSONEncodeError as exc:
         raise ConfigError(f"{source}: unsupported YAML value ({exc})") from None
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+
+
+def _with_scenario_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Keys left out of `scenarios.<name>` take that scenario's defaults (90% reuse for
+    long_context_high_reuse, ...), not those of a generic scenario."""
+    scenarios = data.get("scenarios")
+    if not isinstance(scenarios, dict):
+        return data
+    defaults = TypeAdapter(ScenariosConfig).dump_python(ScenariosConfig())
+    merged = {
+        name: {**defaults[name], **given}
+        if name in defaults and isinstance(given, dict)
+        else given
+        for name, given in scenarios.items()
+    }
+    return {**data, "scenarios": merged}
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from kvswarm.scrape import Snapshot, scrape
+from kvswarm.tokens import LLAMACPP_TOKENIZE, VLLM_TOKENIZE, TokenizeShape
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,8 @@ class EngineProfile:
     """One engine's endpoints and metric names (counter sample names, `_total` included)."""
 
     name: str
-    # POST {root}{tokenize_path} with {tokenize_field: text}; None: no tokenize endpoint.
-    tokenize_path: str | None
-    tokenize_field: str
+    # The engine's tokenize endpoint; None when it has none.
+    tokenize: TokenizeShape | None
     metrics_prefix: str
     prompt_tokens_counter: str | None
     cached_tokens_counter: str | None
@@ -36,8 +36,7 @@ class EngineProfile:
 
 VLLM = EngineProfile(
     name="vllm",
-    tokenize_path="/tokenize",
-    tokenize_field="prompt",
+    tokenize=VLLM_TOKENIZE,
     metrics_prefix="vllm:",
     prompt_tokens_counter="vllm:prompt_tokens_total",
     cached_tokens_counter=None,
@@ -49,8 +48,7 @@ VLLM = EngineProfile(
 )
 SIM = EngineProfile(
     name="sim",
-    tokenize_path="/tokenize",
-    tokenize_field="prompt",
+    tokenize=VLLM_TOKENIZE,
     metrics_prefix="vllm:",
     prompt_tokens_counter="vllm:prompt_tokens_total",
     cached_tokens_counter=None,
@@ -61,8 +59,7 @@ SIM = EngineProfile(
 )
 LLAMA_CPP = EngineProfile(
     name="llama.cpp",
-    tokenize_path="/tokenize",
-    tokenize_field="content",
+    tokenize=LLAMACPP_TOKENIZE,
     metrics_prefix="llamacpp:",
     prompt_tokens_counter="llamacpp:prompt_tokens_total",
     cached_tokens_counter="llamacpp:prompt_tokens_cached_total",
@@ -73,8 +70,7 @@ LLAMA_CPP = EngineProfile(
 )
 SGLANG = EngineProfile(
     name="sglang",
-    tokenize_path=None,
-    tokenize_field="prompt",
+    tokenize=None,
     metrics_prefix="sglang:",
     prompt_tokens_counter="sglang:prompt_tokens_total",
     cached_tokens_counter="sglang:cached_tokens_total",
@@ -84,8 +80,7 @@ SGLANG = EngineProfile(
 )
 OPENAI = EngineProfile(
     name="openai",
-    tokenize_path=None,
-    tokenize_field="prompt",
+    tokenize=None,
     metrics_prefix="",
     prompt_tokens_counter=None,
     cached_tokens_counter=None,

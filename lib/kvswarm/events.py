@@ -28,6 +28,7 @@ from weakref import WeakKeyDictionary
 import gevent
 from locust import events
 from locust.env import Environment
+from locust.event import EventHook
 from locust.runners import MasterRunner, WorkerRunner
 
 from kvswarm.client import Timeouts, api_key_from_environment
@@ -40,9 +41,15 @@ from kvswarm.shipping import MasterCollector, WorkerOutbox
 from kvswarm.window import ServerWindow
 
 REQUEST_TYPE = "LLM"
+ABORT_MESSAGE = "kvswarm_abort"
 MODES = ("non_disaggregated", "pd_disaggregated")
 
 logger = logging.getLogger(__name__)
+
+run_closing = EventHook()
+"""Fired on the results-owning process just before a run's files are closed, with
+`environment` and `meta` (run.json's dict): listeners add their sections to `meta`.
+Every worker's records and messages have arrived by then."""
 
 
 @dataclass
@@ -62,6 +69,7 @@ class Session:
     summary_text: str = ""
     live: LiveLatency = field(default_factory=LiveLatency)
     server: ServerWindow | None = None
+    aborted: bool = False
     pending_reports: deque[RequestRecord] = field(default_factory=deque)
     reporter: Any = None
     outbox: WorkerOutbox | None = None
@@ -146,7 +154,8 @@ def _add_arguments(parser: Any) -> None:
     )
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
+    """Stop the process before the test starts: one line on stderr, exit code 2."""
     print(f"kvswarm: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
 
@@ -162,7 +171,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     try:
         config = load_config(config_path)
     except KvswarmError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     api_key = (
         _option(environment, "kv_api_key") or config.target.api_key or api_key_from_environment()
@@ -183,6 +192,9 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     elif isinstance(runner, MasterRunner):
         state.collector = MasterCollector(environment, state)
         state.collector.install()
+        runner.register_message(
+            ABORT_MESSAGE, lambda environment, msg, **_: abort(environment, msg.data["message"])
+        )
     _sessions[environment] = state
     if environment.web_ui is not None:
         _add_web_routes(environment, state)
@@ -203,6 +215,27 @@ def _add_web_routes(environment: Environment, state: Session) -> None:
                 "percentiles_ms": state.live.percentiles_ms(),
             }
         )
+
+
+def abort(environment: Environment, message: str) -> None:
+    """End the whole test for a problem the user must fix: one line, exit code 2.
+
+    On a worker, the master is told and ends the test for every worker."""
+    state = session(environment)
+    if state.aborted:
+        return
+    state.aborted = True
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.send_message(ABORT_MESSAGE, {"message": message})
+        return
+    print(f"kvswarm: {message}", file=sys.stderr, flush=True)
+    environment.process_exit_code = 2
+    # Not from this greenlet: quitting kills the users, and the caller may be one.
+    if _option(environment, "headless"):
+        gevent.spawn(runner.quit)
+    else:
+        gevent.spawn(runner.stop)
 
 
 def owns_results(environment: Environment) -> bool:
@@ -273,6 +306,7 @@ def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
     if state.server is not None:
         run.meta["server"] = state.server.close()
         state.server = None
+    run_closing.fire(environment=environment, meta=run.meta)
     if state._flusher is not None:
         state._flusher.kill(block=False)
         state._flusher = None

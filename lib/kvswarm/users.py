@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,6 +14,13 @@ from locust import User
 from kvswarm import events as kv_events
 from kvswarm.client import CompletionRequest, StreamingClient, StreamResult
 from kvswarm.records import CANCELLED, RequestRecord
+
+# How vLLM, llama.cpp and SGLang word a prompt that does not fit the context window.
+_CONTEXT_ERROR = re.compile(
+    r"maximum context length|context length|context size|exceeds? the available context|"
+    r"too long|max_model_len",
+    re.IGNORECASE,
+)
 
 
 class LLMUser(User):
@@ -96,6 +104,13 @@ class LLMUser(User):
             )
             raise
         kv_events.report(self.environment, build_record(result, **identity))
+        if result.failure == "http_400" and _CONTEXT_ERROR.search(result.error):
+            kv_events.abort(
+                self.environment,
+                f"scenario {self.scenario}: the server rejected a prompt as too long for the "
+                f"model's context ({result.error}); set target.max_model_len to the served "
+                f"model's context length, or shorten scenarios.{self.scenario}",
+            )
         return result
 
 

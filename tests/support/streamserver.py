@@ -103,6 +103,9 @@ class StreamServer_:
             "received": received,
             "max_tokens": body.get("max_tokens"),
             "prompt": body.get("prompt") or json.dumps(body.get("messages")),
+            # What a model would read: the completion prompt, or the messages' contents.
+            "text": body.get("prompt")
+            or "\n\n".join(m.get("content", "") for m in body.get("messages") or []),
         }
         fault = _FAULT.search(entry["prompt"])
         entry["fault"] = fault.group(1) if fault else ""
@@ -127,6 +130,8 @@ class StreamServer_:
 
     def _respond(self, sock, body: dict, entry: dict, received: float) -> bool:
         fault = entry["fault"]
+        # The test server's tokenizer: one token per whitespace-separated word.
+        words = len(entry["text"].split())
         if fault == "http500":
             self._send_json(
                 sock, {"object": "error", "message": "boom"}, "500 Internal Server Error"
@@ -144,7 +149,8 @@ class StreamServer_:
                 {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
             )
             self._send_json(
-                sock, {"choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": n}}
+                sock,
+                {"choices": [choice], "usage": {"prompt_tokens": words, "completion_tokens": n}},
             )
             entry["first_write"] = entry["last_write"] = time.monotonic()
             return True
@@ -193,7 +199,7 @@ class StreamServer_:
                 "object": kind,
                 "choices": [],
                 "usage": {
-                    "prompt_tokens": 7,
+                    "prompt_tokens": words,
                     "completion_tokens": n,
                     "total_tokens": n + 7,
                     "prompt_tokens_details": {"cached_tokens": 3},

@@ -118,3 +118,10 @@ def test_mode_url_falls_back_to_target_base_url() -> None:
 def test_redacted_config_hides_the_api_key() -> None:
     config = parse_config({"target": {"api_key": "sk-very-secret"}})
     assert "sk-very-secret" not in str(redacted(config))
+
+
+def test_keys_left_out_of_a_scenario_take_that_scenarios_defaults() -> None:
+    config = parse_config({"scenarios": {"long_context_high_reuse": {"unique_tokens": 10}}})
+    scenario = config.scenarios.long_context_high_reuse
+    assert scenario.unique_tokens == 10
+    assert scenario.reuse_ratio == 0.9 and scenario.shared_tokens_min == 16000
