@@ -1,0 +1,283 @@
+"""Running a real `llama-server` process on a local port, and always stopping it.
+
+`start_llama_server()` builds the server and the tiny model when needed (both cached),
+starts `llama-server` on a free port of 127.0.0.1, waits until `GET /health` answers 200
+and returns a `LlamaServer` handle; `handle.stop()` (or leaving its `with` block) ends
+the process, forcefully if it does not exit by itself. The child also gets SIGKILL if
+the Python thread that started it dies, so no server outlives its owner.
+
+Slots get separate KV caches by default (`--no-kv-unified`, `-c slots * ctx_per_slot`):
+each slot then has a fixed context of `ctx_per_slot` tokens and keeps the KV of the last
+prompt it served, which is llama.cpp's per-slot prompt cache (see docs/llamacpp.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from kvswarm.errors import KvswarmError
+from kvswarm.llamacpp.build import ensure_llama_server
+from kvswarm.llamacpp.tinymodel import TinyModelSpec, ensure_tiny_model
+
+DEFAULT_ALIAS = "kvswarm-tiny-llama"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class LlamaServerOptions:
+    """How `llama-server` is started; the defaults suit the tiny model on a small CPU box."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free port
+    slots: int = 4  # -np: requests decoded in parallel, each with its own prompt cache
+    ctx_per_slot: int = 4096  # tokens of context per slot (prompt + output)
+    threads: int | None = None  # -t / -tb; None: llama.cpp's default (physical cores)
+    metrics: bool = True  # --metrics: GET /metrics with llamacpp:* counters
+    cache_reuse: int = 0  # --cache-reuse N: reuse cached chunks >= N tokens by KV shifting
+    cache_ram_mib: int | None = None  # --cache-ram: host-RAM prompt cache; None: default
+    kv_unified: bool = False  # one KV buffer shared by all slots instead of one per slot
+    alias: str = DEFAULT_ALIAS  # the model name in /v1/models and responses
+    extra_args: tuple[str, ...] = ()  # appended to the command line as they are
+
+    def __post_init__(self) -> None:
+        if self.slots < 1 or self.ctx_per_slot < 64:
+            raise KvswarmError(
+                f"llama-server needs at least 1 slot and 64 tokens of context per slot, "
+                f"got slots={self.slots} ctx_per_slot={self.ctx_per_slot}"
+            )
+
+
+@dataclass
+class LlamaServer:
+    """A running `llama-server`. Use as a context manager, or call `stop()`.
+
+    The server is also killed when this handle is garbage-collected or Python exits.
+    """
+
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    model: Path
+    command: tuple[str, ...]
+    log_path: Path  # the server's stdout and stderr
+    options: LlamaServerOptions
+    remove_log_on_stop: bool = False
+    _finalizer: weakref.finalize = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._finalizer = weakref.finalize(self, _terminate, self.process, 0.0)
+
+    @property
+    def base_url(self) -> str:
+        """`http://host:port`, without `/v1` (llama.cpp serves /health, /tokenize at the root)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """End the server: SIGTERM, then SIGKILL after `timeout_s`. Safe to call twice."""
+        _terminate(self.process, timeout_s)
+        self._finalizer.detach()
+        if self.remove_log_on_stop:
+            self.log_path.unlink(missing_ok=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the server wrote (for error messages)."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> LlamaServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_llama_server(
+    options: LlamaServerOptions | None = None,
+    *,
+    model: Path | None = None,
+    model_spec: TinyModelSpec | None = None,
+    binary: Path | None = None,
+    log_path: Path | None = None,
+    ready_timeout_s: float = 120.0,
+) -> LlamaServer:
+    """Start `llama-server` and return once `GET /health` answers 200.
+
+    `model` defaults to the tiny generated model for `model_spec` (whose context length is
+    raised to `ctx_per_slot` if smaller), `binary` to the cached build (built now if this
+    machine has none). The server's output goes to `log_path` (default: a temporary file,
+    removed by `stop()` unless start-up failed).
+    Raises `KvswarmError` if it exits or is not ready within `ready_timeout_s`.
+    """
+    options = options or LlamaServerOptions()
+    binary = binary or ensure_llama_server().binary
+    if model is None:
+        spec = model_spec or TinyModelSpec()
+        if spec.context_length < options.ctx_per_slot:
+            spec = dataclasses.replace(spec, context_length=options.ctx_per_slot)
+        model = ensure_tiny_model(spec)
+    temporary_log = log_path is None
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
+    attempts = 3 if options.port == 0 else 1  # a free port can be taken before we bind it
+    for attempt in range(attempts):
+        port = options.port or free_port(options.host)
+        server = _spawn(binary, model, options, port, log_path)
+        try:
+            _wait_ready(server, ready_timeout_s)
+            server.remove_log_on_stop = temporary_log  # kept when start-up fails
+            return server
+        except _PortTaken:
+            server.stop()
+            if attempt == attempts - 1:
+                raise KvswarmError(
+                    f"llama-server could not listen on {options.host}:{port}: port in use"
+                ) from None
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def server_command(binary: Path, model: Path, options: LlamaServerOptions, port: int) -> list[str]:
+    """The `llama-server` command line for `options`."""
+    command = [
+        str(binary),
+        "--model", str(model),
+        "--alias", options.alias,
+        "--host", options.host,
+        "--port", str(port),
+        "--parallel", str(options.slots),
+        "--ctx-size", str(options.slots * options.ctx_per_slot),
+        "--kv-unified" if options.kv_unified else "--no-kv-unified",
+        "--cache-reuse", str(options.cache_reuse),
+        "--no-webui",
+        "--jinja",
+    ]  # fmt: skip
+    if options.kv_unified:
+        command += ["--kv-unified-per-slot", str(options.ctx_per_slot)]
+    if options.metrics:
+        command.append("--metrics")
+    if options.threads:
+        command += ["--threads", str(options.threads), "--threads-batch", str(options.threads)]
+    if options.cache_ram_mib is not None:
+        command += ["--cache-ram", str(options.cache_ram_mib)]
+    return command + list(options.extra_args)
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _spawn(
+    binary: Path, model: Path, options: LlamaServerOptions, port: int, log_path: Path
+) -> LlamaServer:
+    command = server_command(binary, model, options, port)
+    with open(log_path, "wb") as log:  # one attempt per log: a retry starts it anew
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
+            preexec_fn=_die_with_parent,
+        )
+    return LlamaServer(process, options.host, port, model, tuple(command), log_path, options)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGKILL when the parent dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _wait_ready(server: LlamaServer, timeout_s: float) -> None:
+    """Poll GET /health until 200; raise if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    url = f"{server.base_url}/health"
+    while time.monotonic() < deadline:
+        if not server.running:
+            tail = server.log_tail(40)
+            if "couldn't bind" in tail:
+                raise _PortTaken()
+            last = tail.splitlines()[-1] if tail else "no output"
+            raise KvswarmError(
+                f"llama-server exited with code {server.process.returncode} before it was "
+                f"ready: {last} (log: {server.log_path})"
+            )
+        if _health_ok(url):
+            return
+        time.sleep(0.1)
+    raise KvswarmError(
+        f"llama-server was not ready within {timeout_s:.0f} s (log: {server.log_path})"
+    )
+
+
+def _health_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False  # not listening yet, or 503 while the model loads
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def command_line(server: LlamaServer) -> str:
+    """The server's command line, shell-quoted, for printing."""
+    return shlex.join(server.command)
+
+
+__all__ = [
+    "DEFAULT_ALIAS",
+    "LlamaServer",
+    "LlamaServerOptions",
+    "command_line",
+    "free_port",
+    "server_command",
+    "start_llama_server",
+]
