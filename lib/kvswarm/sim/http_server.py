@@ -1,0 +1,291 @@
+"""A small HTTP/1.1 server on gevent: httptools parses, the handler writes bytes.
+
+Chosen over gevent.pywsgi by measurement (bench/README.md, "Simulated stack"): at 500
+streams and 20,000 chunks/s a raw StreamServer used 13-27% less CPU than pywsgi for the
+same send lateness. Keep-alive and pipelined requests are supported; a response is either
+whole (`send`) or chunked (`start_stream`, `write`, `end_stream`), as uvicorn sends vLLM's.
+Sockets get TCP_NODELAY, so each chunk leaves at once (as uvicorn does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket as pysocket
+import sys
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from time import monotonic
+
+import httptools
+from gevent import socket
+from gevent.server import StreamServer
+
+from kvswarm.errors import KvswarmError
+from kvswarm.sim.protocol import error_body
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
+class ClientGone(Exception):
+    """The client closed the connection while a response was being written."""
+
+
+class Request:
+    """One parsed request. `received_s` is the monotonic time its first bytes were read."""
+
+    __slots__ = ("method", "path", "query", "headers", "body", "received_s", "keep_alive")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        received_s: float,
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.received_s = received_s
+        self.keep_alive = keep_alive
+
+
+Headers = Iterable[tuple[str, str]]
+Handler = Callable[[Request, "ResponseWriter"], None]
+
+
+class ResponseWriter:
+    """Writes one response on a connection; every write returns once the socket took it."""
+
+    __slots__ = ("_sock", "keep_alive", "started", "closed")
+
+    def __init__(self, sock: socket.socket, keep_alive: bool) -> None:
+        self._sock = sock
+        self.keep_alive = keep_alive
+        self.started = False
+        self.closed = False
+
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: Headers = (),
+    ) -> None:
+        """A whole response with a Content-Length."""
+        head = self._head(status, headers, content_type, f"Content-Length: {len(body)}")
+        self._sendall(head + body)
+
+    def start_stream(
+        self,
+        status: int,
+        content_type: str,
+        headers: Headers = (),
+        first_chunk: bytes = b"",
+        trailers: Iterable[str] = (),
+    ) -> None:
+        """Send the head of a chunked response, and its first chunk in the same write."""
+        extra = "Transfer-Encoding: chunked"
+        trailer_names = ", ".join(trailers)
+        if trailer_names:
+            extra += f"\r\nTrailer: {trailer_names}"
+        head = self._head(status, headers, content_type, extra)
+        if first_chunk:
+            head += b"%x\r\n%s\r\n" % (len(first_chunk), first_chunk)
+        self._sendall(head)
+
+    def write(self, chunk: bytes) -> None:
+        """One chunk of a chunked response."""
+        self._sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+    def end_stream(self, last_chunk: bytes = b"", trailers: Headers = ()) -> None:
+        """The last chunk (optional), the terminating zero-length chunk and trailers."""
+        data = b"%x\r\n%s\r\n" % (len(last_chunk), last_chunk) if last_chunk else b""
+        data += b"0\r\n"
+        for name, value in trailers:
+            data += f"{name}: {value}\r\n".encode("latin-1")
+        self._sendall(data + b"\r\n")
+
+    def abort(self) -> None:
+        """Close the connection at once, mid-response if one is under way."""
+        self.closed = True
+        self.keep_alive = False
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(pysocket.SHUT_RDWR)
+        self._sock.close()
+
+    def _head(self, status: int, headers: Headers, content_type: str, extra: str) -> bytes:
+        self.started = True
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+            "Server: kvswarm-sim",
+            f"Content-Type: {content_type}",
+            extra,
+        ]
+        if not self.keep_alive:
+            lines.append("Connection: close")
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _sendall(self, data: bytes) -> None:
+        if self.closed:
+            raise ClientGone
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            self.closed = True
+            raise ClientGone from exc
+
+
+class _Connection:
+    """Reads requests off one socket and hands them to the handler, in order."""
+
+    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+        self._sock = sock
+        self._handler = handler
+        self._parser = httptools.HttpRequestParser(self)
+        self._ready: deque[Request] = deque()
+        self._read_s = 0.0
+        self._begin_s = 0.0
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._begin_s = self._read_s
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        if self._headers.get("expect", "").lower() == "100-continue":
+            self._sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > MAX_BODY_BYTES:
+            raise httptools.HttpParserError("request body too large")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        url = httptools.parse_url(self._url)
+        self._ready.append(
+            Request(
+                method=self._parser.get_method().decode("ascii"),
+                path=url.path.decode("latin-1"),
+                query=(url.query or b"").decode("latin-1"),
+                headers=self._headers,
+                body=b"".join(self._body),
+                received_s=self._begin_s,
+                keep_alive=self._parser.should_keep_alive(),
+            )
+        )
+
+    def serve(self) -> None:
+        sock = self._sock
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self._read_s = monotonic()
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                pass
+            except httptools.HttpParserError as exc:
+                self._reject(str(exc))
+                return
+            while self._ready:
+                if not self._respond(self._ready.popleft()):
+                    return
+
+    def _respond(self, request: Request) -> bool:
+        """Run the handler; False when the connection must be closed."""
+        writer = ResponseWriter(self._sock, request.keep_alive)
+        try:
+            self._handler(request, writer)
+        except ClientGone:
+            return False
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            if not writer.started and not writer.closed:
+                writer.keep_alive = False
+                with contextlib.suppress(ClientGone):
+                    writer.send(500, error_body(500, "internal error", "InternalServerError"))
+            return False
+        return writer.keep_alive and not writer.closed
+
+    def _reject(self, reason: str) -> None:
+        writer = ResponseWriter(self._sock, keep_alive=False)
+        body = error_body(400, f"bad HTTP request: {reason}")
+        with contextlib.suppress(ClientGone):
+            writer.send(400, body)
+
+
+class HttpServer:
+    """Listens on host:port (0 = any free port) and serves `handler` in greenlets."""
+
+    def __init__(self, host: str, port: int, handler: Handler, name: str = "server") -> None:
+        self.name = name
+        self.host = host
+        self._handler = handler
+        self._listener = listen(host, port, name)
+        self.port: int = self._listener.getsockname()[1]
+        self._server = StreamServer(self._listener, self._serve_connection)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._server.stop(timeout=timeout)
+
+    def _serve_connection(self, sock: socket.socket, address: object) -> None:
+        sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
+        try:
+            _Connection(sock, self._handler).serve()
+        finally:
+            sock.close()
+
+
+def listen(host: str, port: int, name: str = "server", backlog: int = 2048) -> socket.socket:
+    """A listening gevent socket; a port in use becomes a one-line KvswarmError."""
+    family = pysocket.AF_INET6 if ":" in host else pysocket.AF_INET
+    sock = socket.socket(family, pysocket.SOCK_STREAM)
+    sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise KvswarmError(
+                f"sim {name}: port {port} on {host} is already in use "
+                f"(stop what runs there or pick another port)"
+            ) from None
+        raise KvswarmError(f"sim {name}: cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.listen(backlog)
+    return sock
