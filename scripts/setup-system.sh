@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# What the tests need beyond requirements-dev.txt: Debian's libibverbs1 (the Mooncake
-# wheel links against it) and kvswarm's `mooncake` extra in .venv (mooncake_master and
-# the Mooncake store client, for the simulated PD stack). Called by `setup.sh --dev`.
+# What the tests need beyond requirements-dev.txt, from Debian:
+#   libibverbs1 libnuma1 libcurl4  the Mooncake wheel links against them
+#   cmake g++ make                  building llama.cpp's llama-server (real-engine tests)
+#   docker-compose                  its `config` command validates docker-compose.yml
+#                                   (no Docker engine: installed without recommends)
+#   iproute2                        network namespaces for the multi-host test
+# and kvswarm's `mooncake` extra in .venv (mooncake_master and the Mooncake store client,
+# for the simulated PD stack). Called by `setup.sh --dev`.
 # Safe to run again: apt-get runs only when a package is missing, pip only when the
 # pinned Mooncake version is not installed, so a second run takes well under a second.
 set -euo pipefail
@@ -13,14 +18,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 missing=()
-for package in libibverbs1; do
+for package in libibverbs1 libnuma1 libcurl4 cmake g++ make docker-compose iproute2; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$package")
   fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup-system.sh: no apt-get here; install ${missing[*]} (rdma-core) yourself" >&2
+    echo "setup-system.sh: no apt-get here; install ${missing[*]} yourself" >&2
   else
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi

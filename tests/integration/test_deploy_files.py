@@ -3,7 +3,7 @@
 No Docker engine and no Kubernetes cluster run here, and none of these tests starts one:
 
 - docker-compose.yml goes through a real Compose implementation's own `config` command
-  (Debian's docker-compose 1.29, installed by scripts/setup-deploy-tools.sh), and its
+  (Debian's docker-compose 1.29, installed by scripts/setup-system.sh), and its
   structure is checked against what a deployment needs (profiles, a scalable worker,
   GPU reservations, ports that agree with the LMCache configs);
 - every kustomization under k8s/ is rendered (by the small renderer below, and by the
@@ -84,7 +84,7 @@ def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
     executable = shutil.which("docker-compose")
     if executable is None:
         pytest.skip(
-            "docker-compose is not installed: scripts/setup-deploy-tools.sh installs "
+            "docker-compose is not installed: scripts/setup-system.sh installs "
             "Debian's (needs root)"
         )
     return subprocess.run(
