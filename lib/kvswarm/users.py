@@ -121,14 +121,19 @@ def _flatten(messages: Sequence[Mapping[str, str]]) -> str:
 
 def build_record(result: StreamResult, **identity: Any) -> RequestRecord:
     """A request's record from what the client measured and who sent it."""
+    # llama.cpp's `timings` carry the cache hit even when the stream has no usage.
     timings = result.server_timings or {}
     prefill_ms = timings.get("prompt_ms")
     decode_ms = timings.get("predicted_ms")
+    cached = result.cached_tokens if result.cached_tokens is not None else timings.get("cache_n")
+    prompt = result.prompt_tokens
+    if prompt is None and "prompt_n" in timings and "cache_n" in timings:
+        prompt = timings["prompt_n"] + timings["cache_n"]
     return RequestRecord(
         streamed=result.streamed,
         start_unix_s=result.start_unix_s,
-        prompt_tokens=result.prompt_tokens,
-        cached_tokens=result.cached_tokens,
+        prompt_tokens=prompt,
+        cached_tokens=cached,
         output_tokens=result.output_tokens,
         output_tokens_source=result.output_tokens_source,
         text_chunks=result.text_chunks,

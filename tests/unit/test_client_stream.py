@@ -7,6 +7,7 @@ behaviour is checked whatever way the bytes are split across `recv` calls.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -333,3 +334,44 @@ def test_a_connection_closed_on_a_fresh_socket_is_not_retried() -> None:
     result = client.complete(CompletionRequest(endpoint="chat", model="m", max_tokens=3))
     assert result.failure == "disconnect"
     assert len(sockets) == 1
+
+
+LLAMACPP_FIXTURES = Path(__file__).resolve().parents[1] / "integration" / "llamacpp" / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("name", "endpoint", "has_usage"),
+    [
+        ("chat_stream_include_usage.txt", "chat", True),
+        ("chat_stream_no_usage.txt", "chat", False),
+        ("completions_stream_include_usage.txt", "completions", True),
+    ],
+)
+def test_recorded_llama_cpp_streams_parse_with_usage_and_timings(
+    name: str, endpoint: str, has_usage: bool
+) -> None:
+    body = (LLAMACPP_FIXTURES / name).read_bytes()
+    result, _ = run([chunked_response(body)], endpoint=endpoint)
+    assert result.ok, result.error
+    assert result.text_chunks == 8 and result.finish_reason == "length"
+    assert result.server_timings is not None and "prompt_ms" in result.server_timings
+    if has_usage:
+        assert result.output_tokens_source == "usage" and result.output_tokens == 8
+        assert result.cached_tokens == result.server_timings["cache_n"]
+    else:
+        assert result.output_tokens_source == "chunks" and result.output_tokens == 8
+
+
+def test_record_takes_cached_and_prompt_tokens_from_llama_cpp_timings_without_usage() -> None:
+    from kvswarm.users import build_record
+
+    body = (LLAMACPP_FIXTURES / "chat_stream_no_usage.txt").read_bytes()
+    result, _ = run([chunked_response(body)])
+    timings = result.server_timings
+    record = build_record(
+        result, request_id="r", worker_id="w", user_id=1, scenario="s", mode="m", endpoint="chat"
+    )
+    assert record.cached_tokens == timings["cache_n"]
+    assert record.prompt_tokens == timings["prompt_n"] + timings["cache_n"]
+    assert record.server_prefill_s == pytest.approx(timings["prompt_ms"] / 1000)
+    assert record.server_decode_s == pytest.approx(timings["predicted_ms"] / 1000)
