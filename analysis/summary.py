@@ -26,6 +26,10 @@ class ScenarioSummary:
     output_tokens_per_s: float | None
     # metric -> percentile -> ms, e.g. latency["ttft"][99]
     latency: dict[str, dict[int, float | None]] = field(default_factory=dict)
+    # Share of successful requests the design expected to hit the cache, and the share of
+    # their prompt tokens the server reported as cached (None: not reported).
+    designed_hit_share: float | None = None
+    cached_share: float | None = None
 
 
 def _percentiles(values: pd.Series) -> dict[int, float | None]:
@@ -50,8 +54,14 @@ def summarize_rows(name: str, rows: pd.DataFrame, window_s: float | None) -> Sce
         "itl": _percentiles(itl_values(ok_rows)),
         "e2e": _percentiles(ok_rows["e2e_ms"]),
     }
+    reported = ok_rows.dropna(subset=["cached_tokens", "prompt_tokens"])
+    prompt_total = float(reported["prompt_tokens"].sum())
     return ScenarioSummary(
         scenario=name,
+        designed_hit_share=float(ok_rows["expected_hit"].mean()) if len(ok_rows) else None,
+        cached_share=float(reported["cached_tokens"].sum()) / prompt_total
+        if prompt_total
+        else None,
         requests=int(len(rows) - cancelled.sum()),
         ok=int(len(ok_rows)),
         cancelled=int(cancelled.sum()),
@@ -79,6 +89,16 @@ def _cell(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _cache_line(s: ScenarioSummary) -> str:
+    designed = "-" if s.designed_hit_share is None else f"{s.designed_hit_share:.0%}"
+    cached = (
+        "not reported by the server"
+        if s.cached_share is None
+        else f"{s.cached_share:.0%} of prompt tokens"
+    )
+    return f"designed hits {designed} of requests; server-reported cached {cached}"
+
+
 def format_summary(summaries: list[ScenarioSummary], results_dir: str) -> str:
     """A compact text table: counts and throughput, then p50/p90/p99 per metric."""
     lines = ["kvswarm summary (latencies in ms; exact percentiles over successful requests)"]
@@ -95,6 +115,7 @@ def format_summary(summaries: list[ScenarioSummary], results_dir: str) -> str:
             f"  throughput: {_cell(s.requests_per_s, 2)} req/s, "
             f"{_cell(s.output_tokens_per_s, 1)} output tok/s"
         )
+        lines.append(f"  cache: {_cache_line(s)}")
         lines.append(f"  {'metric':<6} {'p50':>10} {'p90':>10} {'p99':>10}")
         for metric in METRICS:
             values = s.latency[metric]

@@ -106,3 +106,15 @@ def test_writer_appends_to_an_existing_file_without_a_second_header(tmp_path: Pa
         writer.close()
     lines = path.read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("request_id,")
+
+
+def test_summary_puts_the_server_cached_share_next_to_the_designed_reuse(tmp_path: Path) -> None:
+    records = [
+        make(0, expected_hit=True, prompt_tokens=100, cached_tokens=80),
+        make(1, expected_hit=False, prompt_tokens=100, cached_tokens=0),
+    ]
+    (summary,) = summarize(load_run(write_run(tmp_path, records)))
+    assert summary.designed_hit_share == pytest.approx(0.5)
+    assert summary.cached_share == pytest.approx(0.4)
+    text = format_summary([summary], "r")
+    assert "designed hits 50% of requests; server-reported cached 40% of prompt tokens" in text
