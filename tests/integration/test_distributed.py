@@ -40,7 +40,7 @@ def start_fleet(server: StreamServer, tmp_path: Path, run_time: str, workers: in
     master = locust(
         [
             "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-            "--headless", "--expect-workers", str(workers), "-u", "20", "-r", "20",
+            "--headless", "--expect-workers", str(workers), "-u", "20", "-r", "5",
             "-t", run_time, "--host", server.url, "--kv-results", str(tmp_path / "results"),
         ],
         tmp_path,
@@ -65,7 +65,7 @@ def read_rows(run: Path) -> list[dict[str, str]]:
 def test_master_has_one_row_per_served_request_from_both_workers(
     stream_server: StreamServer, tmp_path: Path
 ) -> None:
-    master, fleet = start_fleet(stream_server, tmp_path, "8s")
+    master, fleet = start_fleet(stream_server, tmp_path, "10s")
     output = finish(master)
     for worker in fleet:
         finish(worker)
