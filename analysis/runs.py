@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 
 from kvswarm.errors import KvswarmError
+from kvswarm.records import CSV_COLUMNS
 
 REQUESTS_CSV = "requests.csv"
 RUN_JSON = "run.json"
 SUMMARY_TXT = "summary.txt"
 
+_NULLABLE_COUNTS = ("prompt_tokens", "cached_tokens", "status_code")
 _DTYPES = {
     "request_id": "string",
     "worker_id": "string",
@@ -49,6 +51,14 @@ class Run:
         return float(end - start)
 
 
+# Numeric columns left empty when not measured or not reported: read as NaN.
+_OPTIONAL_NUMBERS = [
+    column
+    for column in CSV_COLUMNS
+    if (column.endswith("_ms") and column != "itl_ms") or column in _NULLABLE_COUNTS
+]
+
+
 def read_requests(path: Path) -> pd.DataFrame:
     """requests.csv as a DataFrame, with `itl_ms` kept as text (see `itl_values`)."""
     try:
@@ -56,24 +66,7 @@ def read_requests(path: Path) -> pd.DataFrame:
             path,
             dtype=_DTYPES,
             keep_default_na=False,
-            na_values={
-                column: [""]
-                for column in (
-                    "prompt_tokens",
-                    "cached_tokens",
-                    "ttft_ms",
-                    "tpot_ms",
-                    "e2e_ms",
-                    "itl_mean_ms",
-                    "itl_p50_ms",
-                    "itl_p99_ms",
-                    "itl_max_ms",
-                    "status_code",
-                    "server_prefill_ms",
-                    "server_decode_ms",
-                    "server_transfer_ms",
-                )
-            },
+            na_values={column: [""] for column in _OPTIONAL_NUMBERS},
         )
     except FileNotFoundError:
         raise KvswarmError(f"{path}: no such file (is this a kvswarm results directory?)") from None

@@ -321,9 +321,7 @@ def _with_scenario_defaults(data: dict[str, Any]) -> dict[str, Any]:
         return data
     defaults = TypeAdapter(ScenariosConfig).dump_python(ScenariosConfig())
     merged = {
-        name: {**defaults[name], **given}
-        if name in defaults and isinstance(given, dict)
-        else given
+        name: {**defaults[name], **given} if name in defaults and isinstance(given, dict) else given
         for name, given in scenarios.items()
     }
     return {**data, "scenarios": merged}

@@ -6,6 +6,7 @@ Prometheus metric names, and its own idea of a cache hit (see README, "Real engi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.error
 import urllib.request
@@ -46,15 +47,9 @@ VLLM = EngineProfile(
     cache_semantics="one prefix cache shared by all requests, in blocks (16 tokens by "
     "default); a hit is a block of the prompt whose KV is already cached",
 )
-SIM = EngineProfile(
+SIM = dataclasses.replace(
+    VLLM,
     name="sim",
-    tokenize=VLLM_TOKENIZE,
-    metrics_prefix="vllm:",
-    prompt_tokens_counter="vllm:prompt_tokens_total",
-    cached_tokens_counter=None,
-    generation_tokens_counter="vllm:generation_tokens_total",
-    cache_queries_counter="vllm:prefix_cache_queries_total",
-    cache_hits_counter="vllm:prefix_cache_hits_total",
     cache_semantics="kvswarm's simulator: a vLLM-like shared block prefix cache (LRU)",
 )
 LLAMA_CPP = EngineProfile(

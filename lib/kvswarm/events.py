@@ -396,38 +396,19 @@ def report_now(environment: Environment, request: RequestRecord) -> None:
         )
         return
     context = {"request_id": request.request_id}
-    fire(
-        request_type=REQUEST_TYPE,
-        name=name,
-        response_time=(request.e2e_s or 0.0) * 1000.0,
-        response_length=request.output_tokens,
-        exception=None,
-        context=context,
-    )
+    timings = [(REQUEST_TYPE, request.e2e_s)]
     if request.ttft_s is not None:
-        fire(
-            request_type="TTFT",
-            name=name,
-            response_time=request.ttft_s * 1000.0,
-            response_length=0,
-            exception=None,
-            context=context,
-        )
+        timings.append(("TTFT", request.ttft_s))
     if request.tpot_s is not None:
+        timings.append(("TPOT", request.tpot_s))
+    timings.extend(("ITL", gap) for gap in request.itl_s)
+    for request_type, seconds in timings:
         fire(
-            request_type="TPOT",
+            request_type=request_type,
             name=name,
-            response_time=request.tpot_s * 1000.0,
-            response_length=0,
-            exception=None,
-            context=context,
-        )
-    for gap in request.itl_s:
-        fire(
-            request_type="ITL",
-            name=name,
-            response_time=gap * 1000.0,
-            response_length=0,
+            response_time=(seconds or 0.0) * 1000.0,
+            # Only the request itself has a length: its output tokens.
+            response_length=request.output_tokens if request_type == REQUEST_TYPE else 0,
             exception=None,
             context=context,
         )
