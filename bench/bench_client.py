@@ -52,8 +52,8 @@ def make_reporter(results_dir: Path):
 
     from kvswarm import events as kv_events
     from kvswarm.config import Config
+    from kvswarm.records import build_record
     from kvswarm.rundir import RunDirectory
-    from kvswarm.users import build_record
 
     environment = Environment(user_classes=[])
     environment.create_local_runner()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ from kvswarm.shipping import MasterCollector, WorkerOutbox
 from kvswarm.window import ServerWindow
 
 REQUEST_TYPE = "LLM"
+# Bounds on deferred reporting (see `report`).
+MAX_PENDING_REPORTS = 64
+MAX_REPORT_DELAY_S = 0.5
 ABORT_MESSAGE = "kvswarm_abort"
 MODES = ("non_disaggregated", "pd_disaggregated")
 
@@ -71,6 +75,7 @@ class Session:
     server: ServerWindow | None = None
     aborted: bool = False
     pending_reports: deque[RequestRecord] = field(default_factory=deque)
+    oldest_pending_t: float = 0.0
     reporter: Any = None
     outbox: WorkerOutbox | None = None
     collector: MasterCollector | None = None
@@ -349,12 +354,23 @@ def report(environment: Environment, request: RequestRecord) -> None:
 
     The work is deferred to a reporter greenlet that handles one request each time the
     event loop is idle: when many requests end at once, their bookkeeping would
-    otherwise delay the receive timestamps of other users' tokens. Everything pending is
-    handled before the test's results are closed (`drain_reports`).
+    otherwise delay the receive timestamps of other users' tokens. A loop that is never
+    idle (a saturated load generator) must not hold records back: once
+    `MAX_PENDING_REPORTS` are waiting, or the oldest has waited `MAX_REPORT_DELAY_S`, the
+    caller handles them all at once. Everything pending is handled before the test's
+    results are closed (`drain_reports`).
     """
     state = session(environment)
-    state.pending_reports.append(request)
-    if state.reporter is None:
+    pending = state.pending_reports
+    if not pending:
+        state.oldest_pending_t = time.monotonic()
+    pending.append(request)
+    if (
+        len(pending) >= MAX_PENDING_REPORTS
+        or time.monotonic() - state.oldest_pending_t >= MAX_REPORT_DELAY_S
+    ):
+        drain_reports(environment)
+    elif state.reporter is None:
         state.reporter = gevent.spawn(_report_when_idle, environment, state)
 
 
@@ -364,6 +380,7 @@ def _report_when_idle(environment: Environment, state: Session) -> None:
             gevent.idle()
             if state.pending_reports:
                 report_now(environment, state.pending_reports.popleft())
+                state.oldest_pending_t = time.monotonic()
     finally:
         state.reporter = None
 

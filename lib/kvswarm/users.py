@@ -13,7 +13,7 @@ from locust import User
 
 from kvswarm import events as kv_events
 from kvswarm.client import CompletionRequest, StreamingClient, StreamResult
-from kvswarm.records import CANCELLED, RequestRecord
+from kvswarm.records import CANCELLED, RequestRecord, build_record
 
 # How vLLM, llama.cpp and SGLang word a prompt that does not fit the context window.
 _CONTEXT_ERROR = re.compile(
@@ -117,36 +117,3 @@ class LLMUser(User):
 def _flatten(messages: Sequence[Mapping[str, str]]) -> str:
     """The completions-API form of a chat: the message contents, in order."""
     return "\n\n".join(message["content"] for message in messages)
-
-
-def build_record(result: StreamResult, **identity: Any) -> RequestRecord:
-    """A request's record from what the client measured and who sent it."""
-    # llama.cpp's `timings` carry the cache hit even when the stream has no usage.
-    timings = result.server_timings or {}
-    prefill_ms = timings.get("prompt_ms")
-    decode_ms = timings.get("predicted_ms")
-    cached = result.cached_tokens if result.cached_tokens is not None else timings.get("cache_n")
-    prompt = result.prompt_tokens
-    if prompt is None and "prompt_n" in timings and "cache_n" in timings:
-        prompt = timings["prompt_n"] + timings["cache_n"]
-    return RequestRecord(
-        streamed=result.streamed,
-        start_unix_s=result.start_unix_s,
-        prompt_tokens=prompt,
-        cached_tokens=cached,
-        output_tokens=result.output_tokens,
-        output_tokens_source=result.output_tokens_source,
-        text_chunks=result.text_chunks,
-        ttft_s=result.ttft_s,
-        tpot_s=result.tpot_s,
-        e2e_s=result.e2e_s,
-        itl_s=tuple(result.itl_s),
-        status_code=result.status_code,
-        finish_reason=result.finish_reason,
-        ok=result.ok,
-        failure=result.failure,
-        error=result.error,
-        server_prefill_s=prefill_ms / 1000.0 if prefill_ms is not None else None,
-        server_decode_s=decode_ms / 1000.0 if decode_ms is not None else None,
-        **identity,
-    )

@@ -363,7 +363,7 @@ def test_recorded_llama_cpp_streams_parse_with_usage_and_timings(
 
 
 def test_record_takes_cached_and_prompt_tokens_from_llama_cpp_timings_without_usage() -> None:
-    from kvswarm.users import build_record
+    from kvswarm.records import build_record
 
     body = (LLAMACPP_FIXTURES / "chat_stream_no_usage.txt").read_bytes()
     result, _ = run([chunked_response(body)])

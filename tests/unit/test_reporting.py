@@ -1,0 +1,67 @@
+"""Deferred reporting: records reach the run and Locust's stats, and never pile up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gevent
+from locust.env import Environment
+
+from kvswarm import events as kv_events
+from kvswarm.config import Config
+from kvswarm.records import RequestRecord
+from kvswarm.rundir import RunDirectory
+
+
+def session_for(tmp_path: Path) -> tuple[Environment, kv_events.Session]:
+    environment = Environment(user_classes=[])
+    environment.create_local_runner()
+    state = kv_events.Session(
+        config=Config(),
+        config_path=None,
+        mode="non_disaggregated",
+        endpoint="chat",
+        api_key=None,
+        results_dir=tmp_path,
+        run_id=None,
+    )
+    kv_events._sessions[environment] = state
+    state.run = RunDirectory.create(tmp_path, mode="test")
+    return environment, state
+
+
+def record(i: int) -> RequestRecord:
+    return RequestRecord(
+        request_id=f"r{i}", worker_id="w", user_id=1, scenario="s", mode="m",
+        endpoint="chat", streamed=True, start_unix_s=0.0, ok=True, output_tokens=3,
+        ttft_s=0.05, tpot_s=0.01, e2e_s=0.07, itl_s=(0.01, 0.01),
+    )  # fmt: skip
+
+
+def test_reports_wait_for_an_idle_loop_then_reach_run_and_stats(tmp_path: Path) -> None:
+    environment, state = session_for(tmp_path)
+    kv_events.report(environment, record(0))
+    assert state.run.writer.count == 0  # deferred: nothing done in the caller
+    gevent.sleep(0.01)
+    assert state.run.writer.count == 1
+    stats = environment.runner.stats
+    assert stats.get("s", "LLM").num_requests == 1
+    assert stats.get("s", "TTFT").num_requests == 1
+    assert stats.get("s", "ITL").num_requests == 2
+
+
+def test_a_loop_that_is_never_idle_does_not_hold_records_back(tmp_path: Path) -> None:
+    environment, state = session_for(tmp_path)
+    # No yield at all between reports, as on a saturated load generator.
+    for i in range(kv_events.MAX_PENDING_REPORTS):
+        kv_events.report(environment, record(i))
+    assert len(state.pending_reports) == 0
+    assert state.run.writer.count == kv_events.MAX_PENDING_REPORTS
+
+
+def test_drain_handles_everything_pending(tmp_path: Path) -> None:
+    environment, state = session_for(tmp_path)
+    for i in range(5):
+        kv_events.report(environment, record(i))
+    kv_events.drain_reports(environment)
+    assert state.run.writer.count == 5 and not state.pending_reports
