@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO, StreamServer, run_dirs, run_locust
+from tests.support.processes import REPO, run_dirs, run_locust, start_stream_server
 
 LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_basic.py")
 
@@ -23,29 +23,34 @@ def read_rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.fixture
-def headless_run(stream_server: StreamServer, tmp_path: Path):
-    """20 users, started 0.2 s apart. (Started in the same instant, every stream would
-    tick in lockstep with the server's fixed timing: the server would then read the 20
-    requests one after the other, stamping the last ~1 ms late, and the comparison would
-    measure that rather than the client.)"""
-    results = tmp_path / "results"
-    completed = run_locust(
-        [
-            "-f", LOCUSTFILE, "--headless", "-u", "20", "-r", "5", "-t", "8s",
-            "--host", stream_server.url, "--kv-results", str(results),
-            "--csv", str(tmp_path / "locust"),
-        ],
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    stream_server.wait_idle()
-    (run,) = run_dirs(results)
-    return completed, run, stream_server.log()
+@pytest.fixture(scope="module")
+def headless_run(tmp_path_factory: pytest.TempPathFactory):
+    """One run shared by this module's tests: 20 users, started 0.2 s apart. (Started in
+    the same instant, every stream would tick in lockstep with the server's fixed timing:
+    the server would then read the 20 requests one after the other, stamping the last
+    ~1 ms late, and the comparison would measure that rather than the client.)"""
+    tmp_path = tmp_path_factory.mktemp("core")
+    server = start_stream_server(tmp_path)
+    try:
+        results = tmp_path / "results"
+        completed = run_locust(
+            [
+                "-f", LOCUSTFILE, "--headless", "-u", "20", "-r", "5", "-t", "8s",
+                "--host", server.url, "--kv-results", str(results),
+                "--csv", str(tmp_path / "locust"),
+            ],
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        server.wait_idle()
+        (run,) = run_dirs(results)
+        yield completed, run, server.log(), tmp_path
+    finally:
+        server.stop()
 
 
 def test_requests_csv_has_one_row_per_request_the_server_saw(headless_run) -> None:
-    _, run, served = headless_run
+    _, run, served, _ = headless_run
     rows = read_rows(run)
     assert len(rows) == len(served) > 100
     assert sorted(r["request_id"] for r in rows) == sorted(s["request_id"] for s in served)
@@ -53,7 +58,7 @@ def test_requests_csv_has_one_row_per_request_the_server_saw(headless_run) -> No
 
 
 def test_ttft_matches_the_servers_first_token_time_within_2ms(headless_run) -> None:
-    _, run, served = headless_run
+    _, run, served, _ = headless_run
     truth = {s["request_id"]: s for s in served if "first_write" in s}
     checked = 0
     for row in read_rows(run):
@@ -67,7 +72,7 @@ def test_ttft_matches_the_servers_first_token_time_within_2ms(headless_run) -> N
 
 
 def test_every_row_is_complete_and_counted_once(headless_run) -> None:
-    _, run, _ = headless_run
+    _, run, _, _ = headless_run
     rows = read_rows(run)
     ok = [r for r in rows if r["ok"] == "1"]
     assert all(r["failure"] in ("", "cancelled") for r in rows)
@@ -78,14 +83,15 @@ def test_every_row_is_complete_and_counted_once(headless_run) -> None:
     assert meta["records"]["total"] == len(rows)
 
 
-def test_locust_csv_stats_have_ttft_tpot_and_itl_rows(headless_run, tmp_path: Path) -> None:
+def test_locust_csv_stats_have_ttft_tpot_and_itl_rows(headless_run) -> None:
+    *_, tmp_path = headless_run
     with open(tmp_path / "locust_stats.csv", newline="") as handle:
         kinds = {(row["Type"], row["Name"]) for row in csv.DictReader(handle)}
     assert {("LLM", "basic"), ("TTFT", "basic"), ("TPOT", "basic"), ("ITL", "basic")} <= kinds
 
 
 def test_summary_is_printed_and_written_with_exact_percentiles(headless_run) -> None:
-    completed, run, _ = headless_run
+    completed, run, _, _ = headless_run
     summary = (run / "summary.txt").read_text()
     assert summary in completed.stdout
     assert "basic:" in summary and f"results: {run}" in summary
