@@ -276,6 +276,8 @@ class StreamingClient:
         self._response = response = _Response()
         self._parser = httptools.HttpResponseParser(response)
         self._got_text = False
+        # The attempt's wall-clock time, even if it never gets to send (a connect failure).
+        result.start_unix_s = time.time()
         try:
             self._ensure_connected(result)
             result.start_unix_s = time.time()

@@ -298,6 +298,7 @@ def test_refused_connection_is_connect() -> None:
     result = client.complete(CompletionRequest(endpoint="chat", model="m", max_tokens=1))
     assert result.failure == "connect"
     assert "Connection refused" in result.error
+    assert result.start_unix_s > 1.7e9  # when it was tried, though nothing was sent
 
 
 def test_every_failure_category_is_exactly_one_of_the_documented_ones() -> None:
