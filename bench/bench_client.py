@@ -51,23 +51,11 @@ def make_reporter(results_dir: Path):
     from locust.env import Environment
 
     from kvswarm import events as kv_events
-    from kvswarm.config import Config
     from kvswarm.records import build_record
-    from kvswarm.rundir import RunDirectory
 
     environment = Environment(user_classes=[])
     environment.create_local_runner()
-    state = kv_events.Session(
-        config=Config(),
-        config_path=None,
-        mode="non_disaggregated",
-        endpoint="chat",
-        api_key=None,
-        results_dir=results_dir,
-        run_id=None,
-    )
-    kv_events._sessions[environment] = state
-    state.run = RunDirectory.create(results_dir, mode="bench")
+    state = kv_events.recording_session(environment, results_dir)
 
     def report(result, request_id: str) -> None:
         record = build_record(
@@ -143,10 +131,14 @@ def main() -> None:
     if len(cores) >= 2:
         os.sched_setaffinity(server.process.pid, {cores[0]})
         os.sched_setaffinity(0, {cores[1]})
-    print(f"client on core(s) {sorted(os.sched_getaffinity(0))}, server on another; "
-          f"{args.tokens} tokens/request, TTFT 50 ms, TPOT 10 ms, {args.seconds:.0f} s each")
-    print(f"{'variant':<16} {'streams':>7} {'requests':>8} {'tokens':>7} {'µs CPU/token':>12} "
-          f"{'TTFT err p50 ms':>15} {'p99 ms':>7}")
+    print(
+        f"client on core(s) {sorted(os.sched_getaffinity(0))}, server on another; "
+        f"{args.tokens} tokens/request, TTFT 50 ms, TPOT 10 ms, {args.seconds:.0f} s each"
+    )
+    print(
+        f"{'variant':<16} {'streams':>7} {'requests':>8} {'tokens':>7} {'µs CPU/token':>12} "
+        f"{'TTFT err p50 ms':>15} {'p99 ms':>7}"
+    )
     try:
         for with_locust in (False, True):
             for streams in args.streams:
@@ -160,9 +152,12 @@ def main() -> None:
                     for rid, ttft in results
                 ]
                 variant = "client+locust" if with_locust else "client"
-                print(f"{variant:<16} {streams:>7} {len(results):>8} {tokens:>7} "
-                      f"{cpu / tokens * 1e6:>12.1f} {statistics.median(errors):>15.3f} "
-                      f"{percentile(errors, 0.99):>7.3f}", flush=True)
+                print(
+                    f"{variant:<16} {streams:>7} {len(results):>8} {tokens:>7} "
+                    f"{cpu / tokens * 1e6:>12.1f} {statistics.median(errors):>15.3f} "
+                    f"{percentile(errors, 0.99):>7.3f}",
+                    flush=True,
+                )
     finally:
         server.stop()
     json.dumps({})

@@ -106,6 +106,25 @@ class Session:
 _sessions: WeakKeyDictionary[Environment, Session] = WeakKeyDictionary()
 
 
+def recording_session(
+    environment: Environment, results_dir: Path, config: Config | None = None
+) -> Session:
+    """A session with an open run for an environment that Locust's `init` never saw
+    (benchmarks and tests that drive kvswarm's reporting without the locust command)."""
+    state = Session(
+        config=config or Config(),
+        config_path=None,
+        mode="non_disaggregated",
+        endpoint="chat",
+        api_key=None,
+        results_dir=results_dir,
+        run_id=None,
+    )
+    state.run = RunDirectory.create(results_dir, mode=state.mode)
+    _sessions[environment] = state
+    return state
+
+
 def session(environment: Environment) -> Session:
     """The kvswarm session of a Locust environment (created by the `init` listener)."""
     try:

@@ -8,26 +8,13 @@ import gevent
 from locust.env import Environment
 
 from kvswarm import events as kv_events
-from kvswarm.config import Config
 from kvswarm.records import RequestRecord
-from kvswarm.rundir import RunDirectory
 
 
 def session_for(tmp_path: Path) -> tuple[Environment, kv_events.Session]:
     environment = Environment(user_classes=[])
     environment.create_local_runner()
-    state = kv_events.Session(
-        config=Config(),
-        config_path=None,
-        mode="non_disaggregated",
-        endpoint="chat",
-        api_key=None,
-        results_dir=tmp_path,
-        run_id=None,
-    )
-    kv_events._sessions[environment] = state
-    state.run = RunDirectory.create(tmp_path, mode="test")
-    return environment, state
+    return environment, kv_events.recording_session(environment, tmp_path)
 
 
 def record(i: int) -> RequestRecord:
