@@ -118,7 +118,7 @@ def test_on_an_idle_server_client_ttft_is_close_to_the_engines_prompt_time(
 ) -> None:
     rows, _ = run_scenario(llama_server, tmp_path, "code_generation", 1, 6)
     gaps = [float(r["ttft_ms"]) - float(r["server_prefill_ms"]) for r in rows]
-    # TTFT = prompt processing + sampling and sending the first token (one decode step of
-    # the tiny model, ~10-20 ms on one thread here).
-    assert all(0 <= gap <= 60 for gap in gaps), gaps
-    assert float(np.median(gaps)) <= 40, gaps
+    # TTFT = the engine's prompt processing + sampling and writing the first token + the
+    # client reading it: 2-7 ms here on a quiet machine.
+    assert all(0 <= gap <= 20 for gap in gaps), gaps
+    assert float(np.median(gaps)) <= 10, gaps
