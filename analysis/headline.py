@@ -61,7 +61,7 @@ def headline_of(name: str, rows: pd.DataFrame, window_s: float | None) -> Headli
 def headlines(run: Run) -> list[Headline]:
     """Per scenario, then the whole run."""
     window = run.window_s
-    rows = run.requests
+    rows = run.measured
     per_scenario = [
         headline_of(str(name), group, window) for name, group in rows.groupby("scenario")
     ]

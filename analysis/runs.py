@@ -42,13 +42,27 @@ class Run:
     requests: pd.DataFrame
 
     @property
+    def warmup_s(self) -> float:
+        return float((self.meta.get("window") or {}).get("warmup_s") or 0.0)
+
+    @property
     def window_s(self) -> float | None:
-        """Length of the measurement window in seconds, when the run recorded one."""
+        """Length of the measurement window in seconds (warm-up excluded), when the run
+        recorded one."""
         window = self.meta.get("window") or {}
         start, end = window.get("start_unix_s"), window.get("end_unix_s")
-        if start is None or end is None or end <= start:
+        if start is None or end is None or end <= start + self.warmup_s:
             return None
-        return float(end - start)
+        return float(end - start - self.warmup_s)
+
+    @property
+    def measured(self) -> pd.DataFrame:
+        """The requests that started after the warm-up (`results.warmup_s`): what
+        throughput and percentiles are computed from."""
+        start = (self.meta.get("window") or {}).get("start_unix_s")
+        if not self.warmup_s or start is None:
+            return self.requests
+        return self.requests[self.requests["start_unix_s"] >= start + self.warmup_s]
 
 
 # Numeric columns left empty when not measured or not reported: read as NaN.

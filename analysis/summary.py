@@ -74,7 +74,7 @@ def summarize_rows(name: str, rows: pd.DataFrame, window_s: float | None) -> Sce
 
 def summarize(run: Run) -> list[ScenarioSummary]:
     """One summary per scenario, then one for all scenarios together when several ran."""
-    requests = run.requests
+    requests = run.measured
     window = run.window_s
     summaries = [
         summarize_rows(str(name), rows, window)

@@ -81,7 +81,6 @@ class Session:
     collector: MasterCollector | None = None
     _flusher: Any = None
     _users_started: int = 0
-    extra_meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def timeouts(self) -> Timeouts:
@@ -292,7 +291,6 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
             "user_classes": sorted(cls.__name__ for cls in environment.user_classes),
             "headless": getattr(options, "headless", None),
         },
-        **state.extra_meta,
     }
     state.run = RunDirectory.create(
         state.results_dir,
@@ -301,6 +299,7 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
         flush_interval_s=state.config.results.flush_interval_s,
         meta=meta,
     )
+    state.run.meta["window"]["warmup_s"] = state.config.results.warmup_s
     state.live = LiveLatency()
     if state.collector is not None:
         state.collector.start()

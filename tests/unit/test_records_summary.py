@@ -118,3 +118,17 @@ def test_summary_puts_the_server_cached_share_next_to_the_designed_reuse(tmp_pat
     assert summary.cached_share == pytest.approx(0.4)
     text = format_summary([summary], "r")
     assert "designed hits 50% of requests; server-reported cached 40% of prompt tokens" in text
+
+
+def test_warm_up_requests_are_left_out_of_throughput_and_percentiles(tmp_path: Path) -> None:
+    # The window is 1000-1010 s (start_unix_s = 1000 + i); the first 4 s are warm-up.
+    records = [make(i, start_unix_s=1000.0 + i) for i in range(10)]
+    write_run(tmp_path, records)
+    meta = {"window": {"start_unix_s": 1000.0, "end_unix_s": 1010.0, "warmup_s": 4.0}}
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    (summary,) = summarize(load_run(tmp_path))
+    assert summary.requests == 6
+    assert summary.requests_per_s == pytest.approx(1.0)
+    assert summary.latency["ttft"][50] == pytest.approx(
+        np.percentile([50, 60, 70, 80, 90, 100], 50)
+    )
