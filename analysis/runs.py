@@ -42,6 +42,12 @@ class Run:
     requests: pd.DataFrame
 
     @property
+    def slo(self) -> dict[str, float] | None:
+        """The run's SLOs ({"ttft_ms", "tpot_ms"}) from its config, if recorded."""
+        slo = (self.meta.get("config") or {}).get("slo")
+        return slo if slo and "ttft_ms" in slo and "tpot_ms" in slo else None
+
+    @property
     def warmup_s(self) -> float:
         return float((self.meta.get("window") or {}).get("warmup_s") or 0.0)
 

@@ -24,6 +24,8 @@ class ScenarioSummary:
     failures: dict[str, int]
     requests_per_s: float | None
     output_tokens_per_s: float | None
+    # Successful requests/s that met the run's SLOs (TTFT, and TPOT where defined).
+    goodput_per_s: float | None = None
     # metric -> percentile -> ms, e.g. latency["ttft"][99]
     latency: dict[str, dict[int, float | None]] = field(default_factory=dict)
     # Share of successful requests the design expected to hit the cache, and the share of
@@ -40,7 +42,9 @@ def _percentiles(values: pd.Series) -> dict[int, float | None]:
     return {p: float(v) for p, v in zip(PERCENTILES, computed, strict=True)}
 
 
-def summarize_rows(name: str, rows: pd.DataFrame, window_s: float | None) -> ScenarioSummary:
+def summarize_rows(
+    name: str, rows: pd.DataFrame, window_s: float | None, slo: dict[str, float] | None = None
+) -> ScenarioSummary:
     """Exact percentiles over the successful rows; failures counted by category."""
     cancelled = rows["failure"] == "cancelled"
     ok_rows = rows[rows["ok"]]
@@ -56,8 +60,15 @@ def summarize_rows(name: str, rows: pd.DataFrame, window_s: float | None) -> Sce
     }
     reported = ok_rows.dropna(subset=["cached_tokens", "prompt_tokens"])
     prompt_total = float(reported["prompt_tokens"].sum())
+    goodput = None
+    if window_s and slo:
+        meets = (ok_rows["ttft_ms"] <= slo["ttft_ms"]) & (
+            ok_rows["tpot_ms"].isna() | (ok_rows["tpot_ms"] <= slo["tpot_ms"])
+        )
+        goodput = int(meets.sum()) / window_s
     return ScenarioSummary(
         scenario=name,
+        goodput_per_s=goodput,
         designed_hit_share=float(ok_rows["expected_hit"].mean()) if len(ok_rows) else None,
         cached_share=float(reported["cached_tokens"].sum()) / prompt_total
         if prompt_total
@@ -76,12 +87,13 @@ def summarize(run: Run) -> list[ScenarioSummary]:
     """One summary per scenario, then one for all scenarios together when several ran."""
     requests = run.measured
     window = run.window_s
+    slo = run.slo
     summaries = [
-        summarize_rows(str(name), rows, window)
+        summarize_rows(str(name), rows, window, slo)
         for name, rows in requests.groupby("scenario", sort=True)
     ]
     if len(summaries) > 1:
-        summaries.append(summarize_rows("all", requests, window))
+        summaries.append(summarize_rows("all", requests, window, slo))
     return summaries
 
 
@@ -113,7 +125,8 @@ def format_summary(summaries: list[ScenarioSummary], results_dir: str) -> str:
         )
         lines.append(
             f"  throughput: {_cell(s.requests_per_s, 2)} req/s, "
-            f"{_cell(s.output_tokens_per_s, 1)} output tok/s"
+            f"{_cell(s.output_tokens_per_s, 1)} output tok/s, "
+            f"goodput {_cell(s.goodput_per_s, 2)} req/s within the SLOs"
         )
         lines.append(f"  cache: {_cache_line(s)}")
         lines.append(f"  {'metric':<6} {'p50':>10} {'p90':>10} {'p99':>10}")

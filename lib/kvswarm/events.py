@@ -152,9 +152,10 @@ def _add_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--kv-results",
-        default="results",
+        default="",
         env_var="KVSWARM_RESULTS",
-        help="directory for results/<run-id>/ (requests.csv, run.json, summary.txt)",
+        help="directory for <run-id>/ (requests.csv, run.json, summary.txt); "
+        "default: the config's results.dir (results)",
     )
     parser.add_argument(
         "--kv-endpoint",

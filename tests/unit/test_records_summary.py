@@ -132,3 +132,15 @@ def test_warm_up_requests_are_left_out_of_throughput_and_percentiles(tmp_path: P
     assert summary.latency["ttft"][50] == pytest.approx(
         np.percentile([50, 60, 70, 80, 90, 100], 50)
     )
+
+
+def test_goodput_counts_requests_within_the_runs_slos(tmp_path: Path) -> None:
+    # TTFTs are 10, 20, ... ms; an SLO of 35 ms admits three of them.
+    records = [make(i) for i in range(6)]
+    write_run(tmp_path, records, window_s=3.0)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    meta["config"] = {"slo": {"ttft_ms": 35.0, "tpot_ms": 100.0}}
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    (summary,) = summarize(load_run(tmp_path))
+    assert summary.goodput_per_s == pytest.approx(1.0)
+    assert "goodput 1.00 req/s within the SLOs" in format_summary([summary], "r")
