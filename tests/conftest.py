@@ -12,8 +12,8 @@ from tests.support.processes import StreamServer, start_stream_server
 
 @pytest.fixture
 def stream_server(tmp_path: Path) -> Iterator[StreamServer]:
-    """The tests' own streaming server: TTFT 50 ms, TPOT 10 ms, ground truth logged."""
-    server = start_stream_server(tmp_path)
+    """The tests' own streaming server on core 0: TTFT 50 ms, TPOT 10 ms, ground truth logged."""
+    server = start_stream_server(tmp_path, core=0)
     try:
         yield server
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support.processes import REPO, StreamServer, run_dirs
+from tests.support.processes import REPO, StreamServer, pinned_to, run_dirs
 
 LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_basic.py")
 
@@ -26,12 +26,14 @@ def free_port() -> int:
 
 
 def locust(args: list[str], cwd: Path) -> subprocess.Popen:
+    # Every Locust process on one core, the stream server on the other (`pinned_to`).
     return subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=pinned_to(1),
     )
 
 

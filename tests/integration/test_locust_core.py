@@ -25,12 +25,13 @@ def read_rows(run: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def headless_run(tmp_path_factory: pytest.TempPathFactory):
-    """One run shared by this module's tests: 20 users, started 0.2 s apart. (Started in
+    """One run shared by this module's tests: server and load generator on a core each
+    (see `pinned_to`), 20 users, started 0.2 s apart. (Started in
     the same instant, every stream would tick in lockstep with the server's fixed timing:
     the server would then read the 20 requests one after the other, stamping the last
     ~1 ms late, and the comparison would measure that rather than the client.)"""
     tmp_path = tmp_path_factory.mktemp("core")
-    server = start_stream_server(tmp_path)
+    server = start_stream_server(tmp_path, core=0)
     try:
         results = tmp_path / "results"
         completed = run_locust(
@@ -40,6 +41,7 @@ def headless_run(tmp_path_factory: pytest.TempPathFactory):
                 "--csv", str(tmp_path / "locust"),
             ],
             cwd=tmp_path,
+            core=1,
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr[-2000:]
         server.wait_idle()

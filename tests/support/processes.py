@@ -52,7 +52,23 @@ class StreamServer:
                 self.process.wait()
 
 
-def start_stream_server(directory: Path, ttft_ms: float = 50, tpot_ms: float = 10) -> StreamServer:
+def pinned_to(core: int | None):
+    """A Popen `preexec_fn` that pins the child to one CPU core (None: no pinning, and
+    no pinning either on a machine with fewer than two cores).
+
+    Timing tests give the ground-truth server and the load generator a core each, as the
+    benchmarks do: otherwise the OS now and then runs both on one core for a few ms, and
+    the comparison measures that scheduling rather than the client."""
+    cores = sorted(os.sched_getaffinity(0))
+    if core is None or len(cores) < 2:
+        return None
+    chosen = {cores[core % len(cores)]}
+    return lambda: os.sched_setaffinity(0, chosen)
+
+
+def start_stream_server(
+    directory: Path, ttft_ms: float = 50, tpot_ms: float = 10, core: int | None = None
+) -> StreamServer:
     log_path = directory / "server-log.jsonl"
     process = subprocess.Popen(
         [
@@ -71,6 +87,7 @@ def start_stream_server(directory: Path, ttft_ms: float = 50, tpot_ms: float = 1
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=pinned_to(core),
     )
     line = process.stdout.readline() if process.stdout else ""
     if not line.startswith("PORT "):
@@ -80,7 +97,11 @@ def start_stream_server(directory: Path, ttft_ms: float = 50, tpot_ms: float = 1
 
 
 def run_locust(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 120
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 120,
+    core: int | None = None,
 ) -> subprocess.CompletedProcess:
     """`locust ...` in a fresh process; returns it with stdout and stderr captured."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -91,6 +112,7 @@ def run_locust(
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        preexec_fn=pinned_to(core),
     )
 
 
