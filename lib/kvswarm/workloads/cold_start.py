@@ -18,27 +18,12 @@ from kvswarm.workloads.workload import Workload
 @register_workload("cold_start")
 class ColdStartWorkload(Workload):
     @classmethod
-    def check(
-        cls,
-        scenario: str,
-        config: ScenarioConfig,
-        *,
-        tag_tokens: int,
-        max_model_len: int,
-        max_tokens: int,
-    ) -> None:
+    def check_shape(cls, scenario: str, config: ScenarioConfig, tag_tokens: int) -> None:
         if config.reuse_ratio != 0.0:
             raise ConfigError(
                 f"scenarios.{scenario}.reuse_ratio: must be 0 (every cold-start prompt "
                 f"is unique), got {config.reuse_ratio}"
             )
-        super().check(
-            scenario,
-            config,
-            tag_tokens=tag_tokens,
-            max_model_len=max_model_len,
-            max_tokens=max_tokens,
-        )
 
     @classmethod
     def prompt_bound(cls, config: ScenarioConfig, tag_tokens: int) -> tuple[int, str]:

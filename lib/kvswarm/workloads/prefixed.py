@@ -44,27 +44,12 @@ class PrefixWorkload(Workload):
         self._salt_separator_tokens = self.material.joint_tokens(SEPARATOR, "]", "Read")
 
     @classmethod
-    def check(
-        cls,
-        scenario: str,
-        config: ScenarioConfig,
-        *,
-        tag_tokens: int,
-        max_model_len: int,
-        max_tokens: int,
-    ) -> None:
+    def check_shape(cls, scenario: str, config: ScenarioConfig, tag_tokens: int) -> None:
         if config.shared_tokens_max <= 0:
             raise ConfigError(
                 f"scenarios.{scenario}.shared_tokens_max: must be > 0 for a scenario of "
                 f"shared prefixes, got {config.shared_tokens_max}"
             )
-        super().check(
-            scenario,
-            config,
-            tag_tokens=tag_tokens,
-            max_model_len=max_model_len,
-            max_tokens=max_tokens,
-        )
 
     @classmethod
     def prompt_bound(cls, config: ScenarioConfig, tag_tokens: int) -> tuple[int, str]:

@@ -140,7 +140,9 @@ class Workload(ABC):
         max_model_len: int,
         max_tokens: int,
     ) -> None:
-        """Raise `ConfigError` when this scenario's prompts cannot fit the context window."""
+        """Raise `ConfigError` when this scenario's config is not one it can run
+        (`check_shape`) or its prompts cannot fit the context window."""
+        cls.check_shape(scenario, config, tag_tokens)
         prompt_tokens, key = cls.prompt_bound(config, tag_tokens)
         needed = prompt_tokens + CHAT_TEMPLATE_ALLOWANCE + max_tokens
         if needed > max_model_len:
@@ -149,6 +151,10 @@ class Workload(ABC):
                 f"+ {CHAT_TEMPLATE_ALLOWANCE} for the chat template + max_tokens {max_tokens} "
                 f"= {needed} tokens do not fit max_model_len {max_model_len}"
             )
+
+    @classmethod  # noqa: B027 (a hook: most scenarios have nothing more to check)
+    def check_shape(cls, scenario: str, config: ScenarioConfig, tag_tokens: int) -> None:
+        """Scenario-specific checks of the config (none by default); raise `ConfigError`."""
 
     @classmethod
     @abstractmethod
