@@ -14,6 +14,7 @@ lengths of every process go to run.json (`workloads`, `tokens`).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -26,7 +27,7 @@ from kvswarm.client import CompletionRequest, StreamingClient
 from kvswarm.config import SCENARIO_NAMES
 from kvswarm.engines import ENGINES, detect_engine
 from kvswarm.errors import KvswarmError
-from kvswarm.tokens import VLLM_TOKENIZE, RatioSizer, SizerChoice, choose_sizer
+from kvswarm.tokens import VLLM_TOKENIZE, RatioSizer, SizerChoice, TokenSizer, choose_sizer
 from kvswarm.users import LLMUser
 from kvswarm.workloads import Workload, WorkloadStats, make_workload
 
@@ -141,29 +142,47 @@ class _ScenarioState:
         self.sizers: dict[str, dict[str, Any]] = {}
 
     def new_workload(self, session: kv_events.Session, scenario: str, user_id: int) -> Workload:
+        """A user's workload, counted in this process's stats."""
         if self.sizer is None:
             raise KvswarmError("scenario users start only after kvswarm's test_start")
-        workload = make_workload(
-            scenario,
-            session.config.scenarios.get(scenario),
-            seed=session.config.seed,
-            worker_id=session.worker_id,
-            user_id=user_id,
-            sizer=self.sizer.sizer,
-            max_model_len=session.config.max_model_len,
-            max_tokens=session.config.max_tokens,
-        )
+        workload = _build_workload(session, scenario, sizer=self.sizer.sizer, user_id=user_id)
         self.workloads.append(workload)
         return workload
 
     def stats_states(self) -> list[dict[str, Any]]:
-        merged: dict[str, WorkloadStats] = {}
-        for workload in self.workloads:
-            stats = workload.stats
-            if stats.scenario not in merged:
-                merged[stats.scenario] = WorkloadStats(stats.scenario, stats.designed_reuse_ratio)
-            merged[stats.scenario].merge(stats)
+        """This process's workload stats, one per scenario, as shippable plain data."""
+        merged = _merge_by_scenario(workload.stats for workload in self.workloads)
         return [stats.as_state() for stats in merged.values()]
+
+
+def _build_workload(
+    session: kv_events.Session,
+    scenario: str,
+    *,
+    sizer: TokenSizer,
+    user_id: int,
+    worker_id: str | None = None,
+) -> Workload:
+    config = session.config
+    return make_workload(
+        scenario,
+        config.scenarios.get(scenario),
+        seed=config.seed,
+        worker_id=worker_id or session.worker_id,
+        user_id=user_id,
+        sizer=sizer,
+        max_model_len=config.max_model_len,
+        max_tokens=config.max_tokens,
+    )
+
+
+def _merge_by_scenario(all_stats: Iterable[WorkloadStats]) -> dict[str, WorkloadStats]:
+    merged: dict[str, WorkloadStats] = {}
+    for stats in all_stats:
+        if stats.scenario not in merged:
+            merged[stats.scenario] = WorkloadStats(stats.scenario, stats.designed_reuse_ratio)
+        merged[stats.scenario].merge(stats)
+    return merged
 
 
 _states: WeakKeyDictionary[Environment, _ScenarioState] = WeakKeyDictionary()
@@ -200,16 +219,8 @@ def _check_scenarios_fit(environment: Environment) -> None:
         if not config.scenarios.get(cls.scenario).enabled:
             continue
         try:
-            make_workload(
-                cls.scenario,
-                config.scenarios.get(cls.scenario),
-                seed=config.seed,
-                worker_id="check",
-                user_id=0,
-                sizer=RatioSizer(config.tokenizer.chars_per_token),
-                max_model_len=config.max_model_len,
-                max_tokens=config.max_tokens,
-            )
+            sizer = RatioSizer(config.tokenizer.chars_per_token)
+            _build_workload(session, cls.scenario, sizer=sizer, user_id=0, worker_id="check")
         except KvswarmError as exc:
             where = f"{session.config_path}: " if session.config_path else ""
             kv_events.fail(f"{where}{exc}")
@@ -233,8 +244,7 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
         state.sizer = _choose_sizer(session, base_url, state.engine)
         for cls in classes:
             # Builds the scenario's shared pool now, before any user sends.
-            state.new_workload(session, cls.scenario, user_id=0).prepare()
-        state.workloads = []
+            _build_workload(session, cls.scenario, sizer=state.sizer.sizer, user_id=0).prepare()
     except KvswarmError as exc:
         kv_events.abort(environment, str(exc))
 
@@ -304,12 +314,9 @@ def _on_worker_workloads(environment: Environment, msg: Any, **_kwargs: Any) -> 
 @kv_events.run_closing.add_listener
 def _add_workloads_to_run(environment: Environment, meta: dict[str, Any], **_kwargs: Any) -> None:
     state = _scenario_state(environment)
-    merged: dict[str, WorkloadStats] = {}
-    for stats_state in [*state.stats_states(), *state.received]:
-        stats = WorkloadStats.from_state(stats_state)
-        if stats.scenario not in merged:
-            merged[stats.scenario] = WorkloadStats(stats.scenario, stats.designed_reuse_ratio)
-        merged[stats.scenario].merge(stats)
+    merged = _merge_by_scenario(
+        WorkloadStats.from_state(stats) for stats in [*state.stats_states(), *state.received]
+    )
     if merged:
         meta["workloads"] = {name: stats.as_dict() for name, stats in sorted(merged.items())}
         meta["seed"] = kv_events.session(environment).config.seed
