@@ -69,7 +69,6 @@ class Session:
     run_id: str | None
     worker_id: str = "local"
     run: RunDirectory | None = None
-    last_run_path: Path | None = None
     summary_text: str = ""
     live: LiveLatency = field(default_factory=LiveLatency)
     server: ServerWindow | None = None
@@ -304,14 +303,16 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
     state.live = LiveLatency()
     if state.collector is not None:
         state.collector.start()
-    state._flusher = gevent.spawn(_flush_periodically, state.run, state.config.results)
+    state._flusher = gevent.spawn(
+        _flush_periodically, state.run, state.config.results.flush_interval_s
+    )
     logger.info("kvswarm: recording to %s", state.run.path)
 
 
-def _flush_periodically(run: RunDirectory, results: Any) -> None:
+def _flush_periodically(run: RunDirectory, interval_s: float) -> None:
     # Appends flush on their own; this covers quiet spells (a stalled server).
     while True:
-        gevent.sleep(results.flush_interval_s)
+        gevent.sleep(interval_s)
         run.writer.flush()
 
 
@@ -336,7 +337,6 @@ def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
         state._flusher = None
     run.finish()
     state.run = None
-    state.last_run_path = run.path
     state.summary_text = write_summary(run.path)
 
 
