@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.runs import load_run
-from analysis.summary import format_summary, summarize
+from kvswarm.analysis.runs import load_run
+from kvswarm.analysis.summary import format_summary, summarize
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.runs import Run
+from kvswarm.analysis.runs import Run
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ VERB_MODULES = (
     "kvswarm.demo",
     "kvswarm.sim.cli",
     "kvswarm.llamacpp.cli",
-    "analysis.cli",
+    "kvswarm.analysis.cli",
 )
 
 

@@ -192,8 +192,8 @@ def _pct(share: float | None) -> str:
 
 
 def format_headlines(runs: dict[str, Path], engine: str = "sim") -> str:
-    from analysis.headline import headlines
-    from analysis.runs import load_run
+    from kvswarm.analysis.headline import headlines
+    from kvswarm.analysis.runs import load_run
 
     if engine == "llamacpp":
         intro = [

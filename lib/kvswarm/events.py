@@ -343,8 +343,8 @@ def _on_test_stop(environment: Environment, **_kwargs: Any) -> None:
 def write_summary(run_path: Path) -> str:
     """Compute the exact summary from the run's files and write summary.txt."""
     # analysis imports pandas: loaded here, at the end of a run, not on every worker's start.
-    from analysis.runs import SUMMARY_TXT, load_run
-    from analysis.summary import format_summary, summarize
+    from kvswarm.analysis.runs import SUMMARY_TXT, load_run
+    from kvswarm.analysis.summary import format_summary, summarize
 
     text = format_summary(summarize(load_run(run_path)), str(run_path))
     (run_path / SUMMARY_TXT).write_text(text, encoding="utf-8")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.runs import load_run
-from analysis.summary import format_summary, summarize
+from kvswarm.analysis.runs import load_run
+from kvswarm.analysis.summary import format_summary, summarize
 from kvswarm.records import (
     CSV_COLUMNS,
     RecordWriter,
