@@ -25,18 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 
-from kvswarm.config import ScenariosConfig  # noqa: E402
 from kvswarm.tokens import HFSizer, RatioSizer, TextFitter  # noqa: E402
-from kvswarm.workloads import SharedMaterial, make_workload, text  # noqa: E402
+from kvswarm.workloads import SharedMaterial, builtin_scenarios, make_workload, text  # noqa: E402
 from tests.support.tokenizer import train_tokenizer  # noqa: E402
-
-SCENARIOS = (
-    "long_context_high_reuse",
-    "code_generation",
-    "multi_turn_conversation",
-    "batch_processing",
-    "cold_start",
-)
 
 
 class RemoteLike:
@@ -105,15 +96,14 @@ def bench_document(sizer: HFSizer, repeat: int) -> None:
 def bench_scenarios(sizer: HFSizer, requests: int) -> None:
     print(f"\n## Scenarios at default config ({requests} requests each)")
     print(f"{'scenario':26} {'prepare':>9} {'local/req':>10} {'remote/req':>11} {'calls/req':>9}")
-    scenarios = ScenariosConfig()
-    for scenario in SCENARIOS:
-        config = scenarios.get(scenario)
+    for scenario, config in builtin_scenarios().items():
         results = []
         for use in (sizer, RemoteLike(sizer)):
             workload = make_workload(
                 scenario,
                 config,
                 seed=0,
+                run_id="bench",
                 worker_id="bench",
                 user_id=0,
                 sizer=use,

@@ -3,10 +3,16 @@
 Every section is a frozen dataclass validated by pydantic (strict types, unknown keys
 rejected), so the rest of kvswarm never re-checks its inputs. `load_config` turns any
 problem into a `ConfigError` whose one-line message names the file and the key path.
+
+Scenarios are open: `scenarios` maps a name to a `ScenarioConfig` whose `type` names a
+workload type registered in `kvswarm.workloads` (which imports this module, so the
+registry is imported here only when a config is built, never at import time).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +29,25 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 
 from kvswarm.errors import ConfigError
+from kvswarm.urls import check_url
+
+__all__ = [
+    "SCENARIO_NAME",
+    "Config",
+    "DeploymentModeConfig",
+    "DeploymentModesConfig",
+    "GenerationConfig",
+    "ModelConfig",
+    "ResultsConfig",
+    "ScenarioConfig",
+    "SloConfig",
+    "TargetConfig",
+    "TimeoutsConfig",
+    "TokenizerConfig",
+    "load_config",
+    "parse_config",
+    "redacted",
+]
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -41,21 +66,19 @@ Ratio = Annotated[float, AfterValidator(_check_ratio)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
+# An absolute http(s) URL with a host (kvswarm.urls.check_url), checked when loaded.
+Url = Annotated[str, AfterValidator(check_url)]
 
-SCENARIO_NAMES = (
-    "long_context_high_reuse",
-    "code_generation",
-    "multi_turn_conversation",
-    "batch_processing",
-    "cold_start",
-)
+# What a scenario (and a workload type) may be called: it becomes a Locust class name
+# and tag, and a key in results.
+SCENARIO_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 @dataclass(frozen=True, config=_STRICT)
 class TargetConfig:
     """The server under test. `base_url` may end in `/v1` or not."""
 
-    base_url: str = "http://localhost:9000/v1"
+    base_url: Url = "http://localhost:9000/v1"
     model: str = "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"
     endpoint: Endpoint = "chat"
     engine: Engine = "auto"
@@ -99,7 +122,7 @@ class DeploymentModeConfig:
     """One deployment mode: whether it is tested and where its entry point is."""
 
     enabled: bool = True
-    base_url: str | None = None
+    base_url: Url | None = None
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -139,19 +162,22 @@ class TokenizerConfig:
     chars_per_token: PositiveFloat = 4.0
     # Where POST /tokenize lives when not at the target's root (e.g. a PD proxy that does
     # not forward it: point it at the prefiller).
-    tokenize_url: str | None = None
+    tokenize_url: Url | None = None
 
 
 @dataclass(frozen=True, config=_STRICT)
 class ScenarioConfig:
     """One scenario's workload shape. Lengths are in tokens of the served model.
 
-    A request is `shared prefix` + `unique part`: the shared prefix comes from a pool of
-    `pool_size` deterministic documents/codebases/templates/openers of
+    `type` names the workload type that makes its prompts (a key of
+    `kvswarm.workloads.workload_types()`); keys left out of a YAML entry take that type's
+    defaults. A request is `shared prefix` + `unique part`: the shared prefix comes from a
+    pool of `pool_size` deterministic documents/codebases/templates/openers of
     `shared_tokens_min`..`shared_tokens_max` tokens; with probability `reuse_ratio` it is
     one the server has already seen. The unique part is `unique_tokens` long.
     """
 
+    type: str
     enabled: bool = True
     weight: NonNegativeInt = 1
     reuse_ratio: Ratio = 0.0
@@ -181,50 +207,34 @@ class ScenarioConfig:
         return self
 
 
-@dataclass(frozen=True, config=_STRICT)
-class ScenariosConfig:
-    """The five scenarios of the original suite, with its defaults."""
+def _builtin_scenarios() -> dict[str, ScenarioConfig]:
+    from kvswarm.workloads.registry import builtin_scenarios
 
-    long_context_high_reuse: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.9,
-        pool_size=4,
-        shared_tokens_min=16000,
-        shared_tokens_max=32000,
-        unique_tokens=64,
-    )
-    code_generation: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.8,
-        pool_size=4,
-        shared_tokens_min=8000,
-        shared_tokens_max=8000,
-        unique_tokens=128,
-    )
-    multi_turn_conversation: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.85,
-        pool_size=8,
-        shared_tokens_min=1000,
-        shared_tokens_max=2000,
-        unique_tokens=64,
-        max_turns=8,
-        max_history_tokens=16000,
-    )
-    batch_processing: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.95,
-        pool_size=3,
-        shared_tokens_min=2000,
-        shared_tokens_max=4000,
-        unique_tokens=256,
-    )
-    cold_start: ScenarioConfig = ScenarioConfig(
-        reuse_ratio=0.0,
-        pool_size=1,
-        shared_tokens_min=0,
-        shared_tokens_max=0,
-        unique_tokens=4000,
-    )
+    return builtin_scenarios()
 
-    def get(self, name: str) -> ScenarioConfig:
-        return getattr(self, name)
+
+def _workload_defaults() -> Mapping[str, ScenarioConfig]:
+    """Workload type -> its defaults, from the registry."""
+    from kvswarm.workloads.registry import workload_types
+
+    return {name: registered.defaults for name, registered in workload_types().items()}
+
+
+def _scenario_problem(name: str, type_: object, types: Mapping[str, object]) -> str | None:
+    """What is wrong with scenario `name` of type `type_` (`scenarios.<name>...: why`)."""
+    if not SCENARIO_NAME.fullmatch(name):
+        return (
+            f"scenarios.{name}: a scenario name must be lower-case letters, digits and "
+            "underscores, starting with a letter"
+        )
+    if type_ is None:
+        return (
+            f"scenarios.{name}.type: required for a scenario not named after a workload "
+            f"type (types: {', '.join(types)})"
+        )
+    if isinstance(type_, str) and type_ not in types:
+        return f"scenarios.{name}.type: unknown workload type {type_!r} (types: {', '.join(types)})"
+    return None
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -251,9 +261,11 @@ class Config:
     active_model: str | None = None
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Extra Prometheus endpoints to snapshot (name -> URL of a /metrics page).
-    metrics_endpoints: dict[str, str] = Field(default_factory=dict)
+    metrics_endpoints: dict[str, Url] = Field(default_factory=dict)
     tokenizer: TokenizerConfig = TokenizerConfig()
-    scenarios: ScenariosConfig = ScenariosConfig()
+    # Scenario name -> its config, in order: the built-in scenarios (one per built-in
+    # workload type, named after it), then those the file adds.
+    scenarios: dict[str, ScenarioConfig] = Field(default_factory=_builtin_scenarios)
     results: ResultsConfig = ResultsConfig()
     # Seed of every deterministic shared prefix; the same on every worker.
     seed: int = 0
@@ -265,6 +277,15 @@ class Config:
             raise ValueError(
                 f"active_model: '{self.active_model}' is not defined in models (defined: {defined})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _scenario_types_are_known(self) -> Config:
+        types = _workload_defaults()
+        for name, scenario in self.scenarios.items():
+            problem = _scenario_problem(name, scenario.type, types)
+            if problem:
+                raise ValueError(problem)
         return self
 
     @property
@@ -304,7 +325,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {_kind(data)}")
-    data = _with_scenario_defaults(data)
+    data = _with_scenario_defaults(data, source)
     try:
         return _ADAPTER.validate_json(orjson.dumps(data), strict=True)
     except orjson.JSONEncodeError as exc:
@@ -313,17 +334,27 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         raise ConfigError(_describe(exc, source)) from None
 
 
-def _with_scenario_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    """Keys left out of `scenarios.<name>` take that scenario's defaults (90% reuse for
-    long_context_high_reuse, ...), not those of a generic scenario."""
-    scenarios = data.get("scenarios")
+def _with_scenario_defaults(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The built-in scenarios, then the file's: keys left out of `scenarios.<name>` take the
+    defaults of its type (90% reuse for long_context_high_reuse, ...), not those of a
+    generic scenario. A scenario named after a workload type is of that type unless it
+    says otherwise; any other needs `type:`."""
+    scenarios = data.get("scenarios", {})
     if not isinstance(scenarios, dict):
         return data
-    defaults = TypeAdapter(ScenariosConfig).dump_python(ScenariosConfig())
-    merged = {
-        name: {**defaults[name], **given} if name in defaults and isinstance(given, dict) else given
-        for name, given in scenarios.items()
-    }
+    types = _workload_defaults()
+    dump = TypeAdapter(ScenarioConfig).dump_python
+    merged: dict[str, Any] = {name: dump(config) for name, config in _builtin_scenarios().items()}
+    for name, given in scenarios.items():
+        if not isinstance(given, dict):
+            merged[name] = given
+            continue
+        type_ = given.get("type", name if name in types else None)
+        problem = _scenario_problem(str(name), type_, types)
+        if problem:
+            raise ConfigError(f"{source}: {problem}")
+        defaults = dump(types[type_]) if isinstance(type_, str) else {}
+        merged[name] = {**defaults, **given, "type": type_}
     return {**data, "scenarios": merged}
 
 
@@ -358,7 +389,10 @@ def _describe(exc: ValidationError, source: str) -> str:
         if isinstance(error.get("input"), dict):
             # a whole-section check phrases its own message, naming its keys.
             return f"{source}: {loc + ': ' if loc else ''}{message}"
-    got = "" if error["type"] in _NO_GOT else f", got {_show(error.get('input'))}"
+    shown = _show(error.get("input"))
+    # no ", got X" where a check's own message already quotes the value (a URL check does)
+    quoted = error["type"] == "value_error" and shown in message
+    got = "" if error["type"] in _NO_GOT or quoted else f", got {shown}"
     return f"{source}: {loc}: {message}{got}"
 
 

@@ -14,9 +14,16 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from kvswarm.config import ScenarioConfig, ScenariosConfig
+from kvswarm.config import ScenarioConfig
 from kvswarm.tokens import HFSizer
-from kvswarm.workloads import PromptRequest, SharedMaterial, Workload, make_workload, text
+from kvswarm.workloads import (
+    PromptRequest,
+    SharedMaterial,
+    Workload,
+    builtin_scenarios,
+    make_workload,
+    text,
+)
 from tests.support.tokenizer import train_tokenizer
 
 
@@ -97,17 +104,12 @@ def tokenize_server(bpe_tokenizer: Tokenizer) -> Iterator[TokenizeServer]:
 
 # --- workloads at test scale ---------------------------------------------------------------
 
-SCENARIOS = (
-    "long_context_high_reuse",
-    "code_generation",
-    "multi_turn_conversation",
-    "batch_processing",
-    "cold_start",
-)
+SCENARIOS = tuple(builtin_scenarios())
 
 
 def small_config(scenario: str, **changes: object) -> ScenarioConfig:
-    """The scenario's default config with lengths scaled down (ratios and pools kept)."""
+    """The built-in scenario's default config with lengths scaled down (ratios and pools
+    kept)."""
     scaled = {
         "long_context_high_reuse": {"shared_tokens_min": 400, "shared_tokens_max": 800},
         "code_generation": {"shared_tokens_min": 300, "shared_tokens_max": 300},
@@ -120,7 +122,7 @@ def small_config(scenario: str, **changes: object) -> ScenarioConfig:
         "batch_processing": {"shared_tokens_min": 200, "shared_tokens_max": 400},
         "cold_start": {"unique_tokens": 200},
     }[scenario]
-    default = ScenariosConfig().get(scenario)
+    default = builtin_scenarios()[scenario]
     unique = {"unique_tokens": min(default.unique_tokens, 48)}
     return dataclasses.replace(default, **{**unique, **scaled, **changes})
 
@@ -136,8 +138,9 @@ def reply_to(request: PromptRequest, tokens_hint: int = 30) -> str:
 def build_workload(bpe_sizer: HFSizer) -> Callable[..., Workload]:
     """Build a workload at test scale with the BPE sizer and a fresh shared material.
 
-    `build_workload(scenario, config=None, *, worker_id="w1", user_id=1, material=None, seed=7)`;
-    workloads made by one `build_workload` share its material (like users of one process).
+    `build_workload(scenario, config=None, *, run_id="run-1", worker_id="w1", user_id=1,
+    material=None, seed=7)`; workloads made by one `build_workload` share its material
+    (like users of one process).
     """
     shared = SharedMaterial(bpe_sizer)
 
@@ -145,6 +148,7 @@ def build_workload(bpe_sizer: HFSizer) -> Callable[..., Workload]:
         scenario: str,
         config: ScenarioConfig | None = None,
         *,
+        run_id: str = "run-1",
         worker_id: str = "w1",
         user_id: int = 1,
         material: SharedMaterial | None = None,
@@ -156,6 +160,7 @@ def build_workload(bpe_sizer: HFSizer) -> Callable[..., Workload]:
             scenario,
             config or small_config(scenario),
             seed=seed,
+            run_id=run_id,
             worker_id=worker_id,
             user_id=user_id,
             sizer=bpe_sizer,

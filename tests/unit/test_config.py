@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kvswarm.config import Config, load_config, parse_config, redacted
+from kvswarm.config import Config, ScenarioConfig, load_config, parse_config, redacted
 from kvswarm.errors import ConfigError
+from kvswarm.workloads import workload_types
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,6 +123,94 @@ def test_redacted_config_hides_the_api_key() -> None:
 
 def test_keys_left_out_of_a_scenario_take_that_scenarios_defaults() -> None:
     config = parse_config({"scenarios": {"long_context_high_reuse": {"unique_tokens": 10}}})
-    scenario = config.scenarios.long_context_high_reuse
+    scenario = config.scenarios["long_context_high_reuse"]
     assert scenario.unique_tokens == 10
     assert scenario.reuse_ratio == 0.9 and scenario.shared_tokens_min == 16000
+    assert scenario.type == "long_context_high_reuse"
+
+
+def test_every_built_in_scenario_is_present_by_default() -> None:
+    config = parse_config({"scenarios": {"cold_start": {"enabled": False}}})
+    assert list(config.scenarios) == list(workload_types())
+    assert list(Config().scenarios) == list(workload_types())
+    assert all(name == s.type for name, s in config.scenarios.items())
+    assert not config.scenarios["cold_start"].enabled
+
+
+def test_a_new_scenario_takes_the_defaults_of_its_type() -> None:
+    config = parse_config(
+        {
+            "scenarios": {
+                "long_context_small": {
+                    "type": "long_context_high_reuse",
+                    "shared_tokens_min": 2000,
+                    "shared_tokens_max": 3000,
+                }
+            }
+        }
+    )
+    small = config.scenarios["long_context_small"]
+    assert small.type == "long_context_high_reuse"
+    assert (small.shared_tokens_min, small.shared_tokens_max) == (2000, 3000)
+    assert small.reuse_ratio == 0.9 and small.pool_size == 4
+    # after the built-in ones, which keep their own defaults
+    assert list(config.scenarios)[-1] == "long_context_small"
+    assert config.scenarios["long_context_high_reuse"].shared_tokens_min == 16000
+
+
+def test_a_new_scenario_without_a_type_is_an_error() -> None:
+    message = error_for({"scenarios": {"chit_chat": {"reuse_ratio": 0.5}}})
+    assert message.startswith(
+        "configs/x.yaml: scenarios.chit_chat.type: required for a scenario not named after "
+        "a workload type (types: long_context_high_reuse, code_generation, "
+    )
+
+
+def test_an_unknown_type_is_an_error_listing_the_types() -> None:
+    message = error_for({"scenarios": {"chit_chat": {"type": "chat"}}})
+    types = ", ".join(workload_types())
+    assert message == (
+        f"configs/x.yaml: scenarios.chit_chat.type: unknown workload type 'chat' (types: {types})"
+    )
+
+
+def test_a_type_that_is_not_a_string_is_an_error() -> None:
+    message = error_for({"scenarios": {"chit_chat": {"type": 3}}})
+    assert message == "configs/x.yaml: scenarios.chit_chat.type: must be a string, got 3"
+
+
+@pytest.mark.parametrize("name", ["Chat", "chit-chat", "2nd", "_hidden"])
+def test_a_scenario_name_must_be_an_identifier(name: str) -> None:
+    message = error_for({"scenarios": {name: {"type": "cold_start"}}})
+    assert message.startswith(f"configs/x.yaml: scenarios.{name}: a scenario name must be ")
+
+
+def test_a_scenario_of_an_unknown_type_made_in_python_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"scenarios\.x\.type: unknown workload type 'nope'"):
+        Config(scenarios={"x": ScenarioConfig(type="nope")})
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"target": {"base_url": "http//x"}}, "target.base_url"),
+        (
+            {"deployment_modes": {"pd_disaggregated": {"base_url": "localhost:9000"}}},
+            "deployment_modes.pd_disaggregated.base_url",
+        ),
+        (
+            {"metrics_endpoints": {"prefiller": "http://:8100/metrics"}},
+            "metrics_endpoints.prefiller",
+        ),
+        ({"tokenizer": {"tokenize_url": "http://h:99999/tokenize"}}, "tokenizer.tokenize_url"),
+    ],
+)
+def test_a_malformed_url_is_an_error_naming_its_key(data: dict, key: str) -> None:
+    message = error_for(data)
+    assert message.startswith(f"configs/x.yaml: {key}: '")
+    assert message.count("'") == 2  # the URL quoted once, not repeated as "got"
+
+
+def test_urls_are_kept_as_given_when_well_formed() -> None:
+    config = parse_config({"metrics_endpoints": {"decoder": "https://d.example:8200/metrics"}})
+    assert config.metrics_endpoints["decoder"] == "https://d.example:8200/metrics"

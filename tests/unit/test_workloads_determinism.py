@@ -30,7 +30,7 @@ material = SharedMaterial(sizer)
 out = {}
 for scenario, fields in configs.items():
     workload = make_workload(
-        scenario, ScenarioConfig(**fields), seed=42, worker_id="w", user_id=0,
+        scenario, ScenarioConfig(**fields), seed=42, run_id="r", worker_id="w", user_id=0,
         sizer=sizer, max_model_len=32768, max_tokens=64, material=material,
     )
     items = [workload.pool.item(i) for i in range(len(workload.pool))]
@@ -98,6 +98,51 @@ def test_same_identity_and_seed_replays_the_same_requests(bpe_sizer, build_workl
     first = build_workload("batch_processing", material=SharedMaterial(bpe_sizer))
     again = build_workload("batch_processing", material=SharedMaterial(bpe_sizer))
     assert [first.next_request() for _ in range(20)] == [again.next_request() for _ in range(20)]
+
+
+@pytest.mark.parametrize("scenario", ["cold_start", "long_context_high_reuse"])
+def test_another_run_makes_other_designed_misses(build_workload, bpe_tokenizer, scenario):
+    """A second run against the same server must miss where the first missed."""
+    runs = [build_workload(scenario, run_id=run_id) for run_id in ("run-1", "run-2")]
+    misses = [
+        [r.prompt for r in (w.next_request() for _ in range(100)) if not r.prefix_id] for w in runs
+    ]
+    assert all(len(m) >= 5 for m in misses)
+    heads = [{prompt[:64] for prompt in m} for m in misses]
+    assert not heads[0] & heads[1]
+    blocks = [{tuple(bpe_tokenizer.encode(p).ids[:16]) for p in m} for m in misses]
+    assert not blocks[0] & blocks[1]
+
+
+def test_same_run_and_worker_replay_the_same_requests(bpe_sizer, build_workload):
+    first, again = (
+        build_workload(
+            "multi_turn_conversation",
+            run_id="run-9",
+            worker_id="w3",
+            user_id=2,
+            material=SharedMaterial(bpe_sizer),
+        )
+        for _ in range(2)
+    )
+    for _ in range(20):
+        a, b = first.next_request(), again.next_request()
+        assert a == b
+        first.observe_reply(a, reply_to(a))
+        again.observe_reply(b, reply_to(b))
+
+
+@pytest.mark.parametrize("scenario", POOLED)
+def test_pools_are_the_same_in_every_run(bpe_sizer, build_workload, scenario):
+    a, b = (
+        build_workload(scenario, run_id=run_id, material=SharedMaterial(bpe_sizer))
+        for run_id in ("run-1", "run-2")
+    )
+    a.prepare()
+    b.prepare()
+    assert [a.pool.item(i) for i in range(len(a.pool))] == [
+        b.pool.item(i) for i in range(len(b.pool))
+    ]
 
 
 def test_another_seed_makes_other_prefixes(build_workload):

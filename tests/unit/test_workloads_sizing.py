@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kvswarm.config import ScenariosConfig
 from kvswarm.errors import ConfigError
 from kvswarm.tokens import ServerSizer, TextFitter
-from kvswarm.workloads import SharedMaterial, make_workload
+from kvswarm.workloads import SharedMaterial, builtin_scenarios, make_workload
 from tests.unit.conftest import SCENARIOS, reply_to, small_config
 
 
@@ -47,6 +46,7 @@ def test_default_32k_document_is_sized_exactly_enough(bpe_sizer):
         "long_context_high_reuse",
         config,
         seed=1,
+        run_id="r",
         worker_id="w",
         user_id=0,
         sizer=bpe_sizer,
@@ -106,9 +106,19 @@ def test_shared_scenario_without_shared_tokens_is_a_config_error(build_workload)
         build_workload("batch_processing", config)
 
 
-def test_unknown_scenario_is_a_config_error(build_workload):
-    with pytest.raises(ConfigError, match=r"^scenarios\.chit_chat: unknown scenario"):
-        build_workload("chit_chat", small_config("cold_start"))
+def test_unknown_workload_type_is_a_config_error_naming_the_scenario(build_workload):
+    config = small_config("cold_start", type="chit_chat")
+    with pytest.raises(ConfigError, match=r"^scenarios\.quiet\.type: unknown workload type"):
+        build_workload("quiet", config)
+
+
+def test_a_scenario_of_any_name_is_built_by_its_type(build_workload):
+    config = small_config("code_generation", pool_size=2)
+    workload = build_workload("code_small", config)
+    assert workload.workload_type == "code_generation"
+    request = workload.next_request()
+    assert request.scenario == "code_small"
+    assert workload.stats.summary().type == "code_generation"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -119,7 +129,7 @@ def test_remote_sizer_costs_no_tokenize_call_per_request_once_calibrated(
     if scenario == "cold_start":
         config = small_config(scenario, unique_tokens=1000)
     else:  # default unique parts, shared prefixes and histories somewhat shorter
-        default = ScenariosConfig().get(scenario)
+        default = builtin_scenarios()[scenario]
         config = small_config(
             scenario,
             unique_tokens=default.unique_tokens,
@@ -131,6 +141,7 @@ def test_remote_sizer_costs_no_tokenize_call_per_request_once_calibrated(
         scenario,
         config,
         seed=3,
+        run_id="r",
         worker_id="w",
         user_id=1,
         sizer=sizer,

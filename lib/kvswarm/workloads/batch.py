@@ -8,12 +8,23 @@ to process (`unique_tokens`, default 256) as the user message. Default reuse 95%
 
 from __future__ import annotations
 
+from kvswarm.config import ScenarioConfig
 from kvswarm.workloads import text
 from kvswarm.workloads.prefixed import PrefixWorkload
 from kvswarm.workloads.registry import register_workload
 
 
-@register_workload("batch_processing")
+@register_workload(
+    "batch_processing",
+    defaults=ScenarioConfig(
+        type="batch_processing",
+        reuse_ratio=0.95,
+        pool_size=3,
+        shared_tokens_min=2000,
+        shared_tokens_max=4000,
+        unique_tokens=256,
+    ),
+)
 class BatchProcessingWorkload(PrefixWorkload):
     family = "tmpl"
     shared_text = staticmethod(text.instructions)

@@ -15,7 +15,17 @@ from kvswarm.workloads.request import PromptRequest
 from kvswarm.workloads.workload import Workload
 
 
-@register_workload("cold_start")
+@register_workload(
+    "cold_start",
+    defaults=ScenarioConfig(
+        type="cold_start",
+        reuse_ratio=0.0,
+        pool_size=1,
+        shared_tokens_min=0,
+        shared_tokens_max=0,
+        unique_tokens=4000,
+    ),
+)
 class ColdStartWorkload(Workload):
     @classmethod
     def check_shape(cls, scenario: str, config: ScenarioConfig, tag_tokens: int) -> None:

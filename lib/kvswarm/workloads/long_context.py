@@ -7,12 +7,23 @@ One user message holds both. Default reuse 90%.
 
 from __future__ import annotations
 
+from kvswarm.config import ScenarioConfig
 from kvswarm.workloads import text
 from kvswarm.workloads.prefixed import PrefixWorkload
 from kvswarm.workloads.registry import register_workload
 
 
-@register_workload("long_context_high_reuse")
+@register_workload(
+    "long_context_high_reuse",
+    defaults=ScenarioConfig(
+        type="long_context_high_reuse",
+        reuse_ratio=0.9,
+        pool_size=4,
+        shared_tokens_min=16000,
+        shared_tokens_max=32000,
+        unique_tokens=64,
+    ),
+)
 class LongContextWorkload(PrefixWorkload):
     family = "doc"
     shared_text = staticmethod(text.document)

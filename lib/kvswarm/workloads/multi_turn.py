@@ -9,9 +9,10 @@ exceed `max_history_tokens`, and a new one starts.
 Reuse (default 85%): continuing a conversation extends the history the server has just
 seen, an expected hit (`prefix_id` is the conversation id, `prefix_tokens` the history).
 A new conversation is a hit only if its opener was seen: when the schedule wants a hit it
-opens with a pool opener (a designed miss on its first use in the process); when it wants a
-miss the user abandons the conversation and opens a new one with its tag before the
-opener, unique from the first token. So conversation lengths vary, up to `max_turns`.
+opens with an opener the fleet has sent; when it wants a miss the user abandons the
+conversation and opens a new one with an opener nobody has sent yet, or once every opener
+has been sent, with its tag before an opener, unique from the first token (see
+`kvswarm.workloads.reuse.choose_prefix`). So conversation lengths vary, up to `max_turns`.
 
 A turn whose reply never came (`observe_reply` not called, or with empty text) is dropped:
 the next request continues from the last answered turn.
@@ -26,6 +27,7 @@ from kvswarm.errors import ConfigError
 from kvswarm.workloads import text
 from kvswarm.workloads.registry import register_workload
 from kvswarm.workloads.request import PromptRequest
+from kvswarm.workloads.reuse import choose_prefix
 from kvswarm.workloads.workload import TAG_START, RequestIdentity, Workload, WorkloadContext
 
 USER = "\n\nUser: "
@@ -48,7 +50,19 @@ class _Conversation:
     pending: PromptRequest | None = None
 
 
-@register_workload("multi_turn_conversation")
+@register_workload(
+    "multi_turn_conversation",
+    defaults=ScenarioConfig(
+        type="multi_turn_conversation",
+        reuse_ratio=0.85,
+        pool_size=8,
+        shared_tokens_min=1000,
+        shared_tokens_max=2000,
+        unique_tokens=64,
+        max_turns=8,
+        max_history_tokens=16000,
+    ),
+)
 class MultiTurnWorkload(Workload):
     family = "chat"
 
@@ -127,8 +141,14 @@ class MultiTurnWorkload(Workload):
         self._conversations += 1
         c = self.context
         conversation_id = f"{c.worker_id}/{c.user_id}/c{self._conversations}"
-        item = self.pool.item(self._rng.randrange(len(self.pool)))
-        if want_hit:
+        item, bare = choose_prefix(
+            self.pool,
+            self.material.seen,
+            self._rng,
+            want_hit=want_hit,
+            ratio=self.config.reuse_ratio,
+        )
+        if bare:
             expected_hit = not self.material.seen.first_use(item.prefix_id)
             system, salt_tokens, prefix = item.text, 0, (item.prefix_id, item.tokens)
         else:

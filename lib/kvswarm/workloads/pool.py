@@ -19,6 +19,15 @@ from kvswarm.config import ScenarioConfig
 from kvswarm.tokens import TextFitter, TokenSizer
 from kvswarm.workloads.text import seeded
 
+__all__ = [
+    "PoolItem",
+    "PrefixPool",
+    "SeenPrefixes",
+    "SharedMaterial",
+    "TextGenerator",
+    "shared_material",
+]
+
 TextGenerator = Callable[[random.Random], Iterator[str]]
 
 
@@ -70,6 +79,14 @@ class PrefixPool:
         for index in range(self.size):
             self.item(index)
 
+    def seen_and_unseen(self, seen: SeenPrefixes) -> tuple[list[int], list[int]]:
+        """The indices of the items in `seen`, and of the others (generating every item)."""
+        seen_indices: list[int] = []
+        unseen_indices: list[int] = []
+        for index in range(self.size):
+            (seen_indices if self.item(index).prefix_id in seen else unseen_indices).append(index)
+        return seen_indices, unseen_indices
+
     def _generate(self, index: int) -> PoolItem:
         if not 0 <= index < self.size:
             raise IndexError(f"pool item {index} of {self.size}")
@@ -84,17 +101,36 @@ class PrefixPool:
 
 
 class SeenPrefixes:
-    """The pool prefixes this process has already sent: the basis of `expected_hit`."""
+    """The pool prefixes the fleet has already sent, as far as this process knows.
 
-    def __init__(self) -> None:
+    The basis of `expected_hit` (see kvswarm.workloads.reuse). A workload of this process
+    marks a prefix with `first_use`, which calls `on_first_use(prefix_id)` the first time,
+    so the process can tell the others; a first use reported by another process arrives
+    through `mark_seen`, which calls nothing. Without a callback (one process, unit
+    tests) first uses stay within the process.
+    """
+
+    def __init__(self, on_first_use: Callable[[str], None] | None = None) -> None:
+        self.on_first_use = on_first_use
         self._seen: set[str] = set()
 
     def first_use(self, prefix_id: str) -> bool:
-        """Mark `prefix_id` as sent; True if this is the first time in this process."""
+        """Mark `prefix_id` as sent by this process; True if the fleet had not sent it yet
+        (then `on_first_use` is called with it)."""
         if prefix_id in self._seen:
             return False
         self._seen.add(prefix_id)
+        if self.on_first_use is not None:
+            self.on_first_use(prefix_id)
         return True
+
+    def mark_seen(self, prefix_id: str) -> None:
+        """Record another process's first use of `prefix_id`."""
+        self._seen.add(prefix_id)
+
+    def clear(self) -> None:
+        """Forget every prefix (a new run against a server whose cache was reset)."""
+        self._seen.clear()
 
     def __contains__(self, prefix_id: object) -> bool:
         return prefix_id in self._seen
@@ -107,8 +143,10 @@ class SharedMaterial:
     """What every workload of one process shares for one sizer.
 
     The fitter (and what it learned about chars/token), the pools, and the set of pool
-    prefixes already sent. `shared_material(sizer)` gives the process-wide one; tests make
-    their own to start from a clean slate.
+    prefixes already sent (`seen`: set `material.seen.on_first_use` to tell other
+    processes of this one's first uses, and `material.seen.mark_seen` theirs).
+    `shared_material(sizer)` gives the process-wide one; tests make their own to start
+    from a clean slate.
     """
 
     def __init__(self, sizer: TokenSizer) -> None:

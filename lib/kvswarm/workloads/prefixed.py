@@ -2,9 +2,10 @@
 
 A request is `prefix + "\\n\\n" + unique`. The unique part starts with the request's tag, so
 it differs from every other request right after the shared prefix. When the schedule wants a
-hit, the prefix is a pool item chosen at random (an expected hit once the process has sent
-it); when it wants a miss, the pool item is preceded by the tag, so the request is unique
-from its first tokens (`prefix_id` '').
+hit, the prefix is a pool item the fleet has already sent; when it wants a miss, it is the
+first use of a pool item nobody has sent yet, or, once every item has been sent, a pool item
+preceded by the tag, so the request is unique from its first tokens (`prefix_id` ''). See
+`kvswarm.workloads.reuse.choose_prefix`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from kvswarm.errors import ConfigError
 from kvswarm.tokens import Fitted
 from kvswarm.workloads.pool import PoolItem, PrefixPool, TextGenerator
 from kvswarm.workloads.request import PromptRequest
+from kvswarm.workloads.reuse import choose_prefix
 from kvswarm.workloads.workload import TAG_START, RequestIdentity, Workload, WorkloadContext
 
 SEPARATOR = "\n\n"
@@ -64,10 +66,15 @@ class PrefixWorkload(Workload):
 
     def _next(self) -> PromptRequest:
         identity = self._identity()
-        want_hit = self._schedule.want_hit()
-        item = self.pool.item(self._rng.randrange(len(self.pool)))
+        item, bare = choose_prefix(
+            self.pool,
+            self.material.seen,
+            self._rng,
+            want_hit=self._schedule.want_hit(),
+            ratio=self.config.reuse_ratio,
+        )
         unique = self._unique_text(identity, type(self).unique_text, self.config.unique_tokens)
-        if want_hit:
+        if bare:
             first_use = self.material.seen.first_use(item.prefix_id)
             return self._request(identity, item, unique, salt="", expected_hit=not first_use)
         return self._request(identity, item, unique, salt=identity.tag)

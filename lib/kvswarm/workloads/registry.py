@@ -1,38 +1,90 @@
-"""The registry of scenario workloads, and `make_workload`, the one way to build them."""
+"""The registry of workload types, and `make_workload`, the one way to build a workload.
+
+A workload type is a `Workload` subclass registered under a name with its defaults:
+
+    @register_workload("code_generation", defaults=ScenarioConfig(type="code_generation", ...))
+    class CodeGenerationWorkload(PrefixWorkload): ...
+
+A scenario (`scenarios.<name>` in the config) names its type; keys it leaves out take the
+type's defaults. A built-in type also gives a scenario of its own name that every config
+has unless it disables it. Adding a type is one module in this package, imported by the
+package's `__init__` so that it registers before a config is loaded.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
 
-from kvswarm.config import ScenarioConfig
+from kvswarm.config import SCENARIO_NAME, ScenarioConfig
 from kvswarm.errors import ConfigError
 from kvswarm.tokens import TokenSizer
 from kvswarm.workloads.pool import SharedMaterial, shared_material
 from kvswarm.workloads.workload import Workload, WorkloadContext, tag_tokens_bound
 
+__all__ = [
+    "WorkloadType",
+    "builtin_scenarios",
+    "make_workload",
+    "register_workload",
+    "workload_types",
+]
+
 W = TypeVar("W", bound=type[Workload])
 
-_WORKLOADS: dict[str, type[Workload]] = {}
+
+@dataclass(frozen=True)
+class WorkloadType:
+    """A registered workload type.
+
+    - `name`: what `scenarios.<name>.type` says to use it;
+    - `cls`: the `Workload` subclass that makes its prompts;
+    - `defaults`: the config of a scenario of this type for every key it leaves out;
+    - `builtin`: whether every config has a scenario named `name` with these defaults.
+    """
+
+    name: str
+    cls: type[Workload]
+    defaults: ScenarioConfig
+    builtin: bool
 
 
-def register_workload(scenario: str) -> Callable[[W], W]:
-    """Class decorator: make a `Workload` subclass the workload of `scenario`."""
+_TYPES: dict[str, WorkloadType] = {}
+
+
+def register_workload(
+    name: str, *, defaults: ScenarioConfig, builtin: bool = True
+) -> Callable[[W], W]:
+    """Class decorator: register a `Workload` subclass as workload type `name`.
+
+    `defaults.type` must be `name`. `builtin=False` for a type that makes no sense
+    without settings of the user's own, so that no scenario of it exists by default.
+    """
+    if not SCENARIO_NAME.fullmatch(name):
+        raise ValueError(f"workload type {name!r} is not a lower-case identifier")
+    if defaults.type != name:
+        raise ValueError(f"defaults of workload type {name!r} say type {defaults.type!r}")
 
     def register(cls: W) -> W:
-        if scenario in _WORKLOADS and _WORKLOADS[scenario] is not cls:
-            raise ValueError(f"scenario {scenario!r} is already registered")
-        cls.scenario = scenario
-        _WORKLOADS[scenario] = cls
+        if name in _TYPES and _TYPES[name].cls is not cls:
+            raise ValueError(f"workload type {name!r} is already registered")
+        cls.workload_type = name
+        _TYPES[name] = WorkloadType(name, cls, defaults, builtin)
         return cls
 
     return register
 
 
-def workload_types() -> Mapping[str, type[Workload]]:
-    """Scenario name -> workload class, for every registered scenario."""
-    return MappingProxyType(_WORKLOADS)
+def workload_types() -> Mapping[str, WorkloadType]:
+    """Every registered workload type by name, in the order they were registered."""
+    return MappingProxyType(_TYPES)
+
+
+def builtin_scenarios() -> dict[str, ScenarioConfig]:
+    """The scenarios every config has: one per built-in type, named after it (a new dict)."""
+    return {name: t.defaults for name, t in _TYPES.items() if t.builtin}
 
 
 def make_workload(
@@ -40,6 +92,7 @@ def make_workload(
     config: ScenarioConfig,
     *,
     seed: int,
+    run_id: str,
     worker_id: str,
     user_id: int,
     sizer: TokenSizer,
@@ -47,28 +100,32 @@ def make_workload(
     max_tokens: int,
     material: SharedMaterial | None = None,
 ) -> Workload:
-    """The workload of one simulated user of `scenario`.
+    """The workload of one simulated user of scenario `scenario`, of type `config.type`.
 
-    `seed` makes the shared prefixes (the same on every worker); `worker_id` (unique per
-    worker process in the cluster) and `user_id` (unique per user within the process) make
-    the unique parts unique. `max_tokens` is the run's; the scenario's own `max_tokens`
-    overrides it. `material` defaults to the process-wide one of `sizer`, so every user of
-    the process shares pools and the record of prefixes already sent.
+    `seed` makes the shared prefixes (the same on every worker of every run); `run_id`
+    (different for every run), `worker_id` (unique per worker process in the fleet) and
+    `user_id` (unique per user within the process) make the unique parts unique, so a
+    designed miss of one run is not a hit in the next. `max_tokens` is the run's; the
+    scenario's own `max_tokens` overrides it. `material` defaults to the process-wide one
+    of `sizer`, so every user of the process shares pools and the record of prefixes
+    already sent.
 
-    Raises `ConfigError` (`scenarios.<name>.<key>: ...`) for an unknown scenario or a
-    config whose prompts + max_tokens cannot fit `max_model_len`.
+    Raises `ConfigError` (`scenarios.<name>.<key>: ...`) for an unknown type or a config
+    whose prompts + max_tokens cannot fit `max_model_len`.
     """
-    cls = _WORKLOADS.get(scenario)
-    if cls is None:
-        known = ", ".join(sorted(_WORKLOADS))
-        raise ConfigError(f"scenarios.{scenario}: unknown scenario (known: {known})")
+    registered = _TYPES.get(config.type)
+    if registered is None:
+        raise ConfigError(
+            f"scenarios.{scenario}.type: unknown workload type {config.type!r} "
+            f"(types: {', '.join(_TYPES)})"
+        )
     if material is None:
         material = shared_material(sizer)
     elif material.sizer is not sizer:
         raise ValueError("material was made for another sizer")
     max_tokens = config.max_tokens or max_tokens
     tag_tokens = tag_tokens_bound(material, worker_id, user_id)
-    cls.check(
+    registered.cls.check(
         scenario,
         config,
         tag_tokens=tag_tokens,
@@ -79,10 +136,11 @@ def make_workload(
         scenario=scenario,
         config=config,
         seed=seed,
+        run_id=run_id,
         worker_id=worker_id,
         user_id=user_id,
         max_model_len=max_model_len,
         max_tokens=max_tokens,
         material=material,
     )
-    return cls(context)
+    return registered.cls(context)

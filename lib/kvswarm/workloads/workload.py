@@ -5,16 +5,28 @@ from __future__ import annotations
 import hashlib
 import random
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from kvswarm.config import ScenarioConfig
 from kvswarm.errors import ConfigError
-from kvswarm.tokens import Fitted, LengthStats
+from kvswarm.tokens import Fitted, LengthStats, LengthSummary
 from kvswarm.workloads.pool import SharedMaterial, TextGenerator
 from kvswarm.workloads.request import PromptRequest
 from kvswarm.workloads.reuse import ReuseSchedule
 from kvswarm.workloads.text import seeded
+
+__all__ = [
+    "CHAT_TEMPLATE_ALLOWANCE",
+    "RequestIdentity",
+    "Workload",
+    "WorkloadContext",
+    "WorkloadStats",
+    "WorkloadSummary",
+    "merge_stats",
+    "tag_tokens_bound",
+]
 
 # Tokens a chat template may add around the messages, kept free in the context window.
 CHAT_TEMPLATE_ALLOWANCE = 32
@@ -22,11 +34,16 @@ CHAT_TEMPLATE_ALLOWANCE = 32
 
 @dataclass(frozen=True)
 class WorkloadContext:
-    """Everything a workload is built from; `max_tokens` is the scenario's effective one."""
+    """Everything a workload is built from; `max_tokens` is the scenario's effective one.
+
+    `scenario` is the scenario's name (its workload type is `config.type`). `seed` alone
+    makes the shared pools; `run_id`, `worker_id` and `user_id` make the unique parts.
+    """
 
     scenario: str
     config: ScenarioConfig
     seed: int
+    run_id: str
     worker_id: str
     user_id: int
     max_model_len: int
@@ -38,11 +55,12 @@ class WorkloadContext:
 class RequestIdentity:
     """Who sends a request: the material that makes its unique part unique.
 
-    `tag` leads with a 48-bit digest of (seed, scenario, worker, user, counter) spelt in
-    12 consonants (`kqbdmfhjclst`: letters, so a space before it joins its first token the
+    `tag` leads with a 48-bit digest of (seed, run, scenario, worker, user, counter) spelt
+    in 12 consonants (`kqbdmfhjclst`: letters, so a space before it joins its first token the
     same way every time, which keeps token counts additive), so prompts differ within
-    their first tokens; then it names worker, user and counter literally, so no two
-    requests of a run can be equal whatever the digests do.
+    their first tokens, from each other and from those of any other run; then it names
+    worker, user and counter literally, so no two requests of a run can be equal whatever
+    the digests do. `rng` (seeded from the same identity) makes the rest of the unique part.
     """
 
     request_id: str
@@ -50,16 +68,56 @@ class RequestIdentity:
     rng: random.Random
 
 
+@dataclass(frozen=True)
+class WorkloadSummary:
+    """One scenario's entry in run.json's `workloads` section: designed reuse and prompt sizes.
+
+    - `scenario`, `type`: the scenario's name and its workload type;
+    - `requests`: requests the workload handed out, in every process of the run;
+    - `expected_hits`: those the design expected to hit (see kvswarm.workloads.reuse);
+    - `configured_reuse_ratio`: the scenario's `reuse_ratio`;
+    - `realised_reuse_ratio`: `expected_hits / requests` (0 with no requests);
+    - `prompt_tokens`: achieved prompt lengths against their targets.
+    """
+
+    scenario: str
+    type: str
+    requests: int
+    expected_hits: int
+    configured_reuse_ratio: float
+    realised_reuse_ratio: float
+    prompt_tokens: LengthSummary
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkloadSummary:
+        """Read a `to_dict()` back (also from run.json files written before `type` existed)."""
+        configured = data.get("configured_reuse_ratio", data.get("designed_reuse_ratio"))
+        return cls(
+            scenario=str(data["scenario"]),
+            type=str(data.get("type", data["scenario"])),
+            requests=int(data["requests"]),
+            expected_hits=int(data["expected_hits"]),
+            configured_reuse_ratio=float(configured),
+            realised_reuse_ratio=float(data["realised_reuse_ratio"]),
+            prompt_tokens=LengthSummary(**data["prompt_tokens"]),
+        )
+
+
 @dataclass
 class WorkloadStats:
     """Designed vs realised reuse, and achieved vs target prompt lengths, of some requests.
 
-    One per workload; `merge` them per scenario (per process, then across workers with
-    `as_state`/`from_state`) for run.json.
+    One per workload; `merge_stats` merges them per scenario (per process, then across
+    workers, shipped as `as_state()` and read back with `from_state`); `summary()` is the
+    run.json record.
     """
 
     scenario: str
-    designed_reuse_ratio: float
+    type: str
+    configured_reuse_ratio: float
     requests: int = 0
     expected_hits: int = 0
     lengths: LengthStats = field(default_factory=LengthStats)
@@ -74,39 +132,56 @@ class WorkloadStats:
         self.lengths.add(request.prompt_tokens_target, request.prompt_tokens_sized)
 
     def merge(self, other: WorkloadStats) -> None:
+        """Add `other`'s requests (of the same scenario) to these."""
         self.requests += other.requests
         self.expected_hits += other.expected_hits
         self.lengths.merge(other.lengths)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The run.json view: ratios and the prompt-length summary."""
-        return {
-            "scenario": self.scenario,
-            "requests": self.requests,
-            "expected_hits": self.expected_hits,
-            "designed_reuse_ratio": self.designed_reuse_ratio,
-            "realised_reuse_ratio": self.realised_reuse_ratio,
-            "prompt_tokens": self.lengths.summary().as_dict(),
-        }
+    def summary(self) -> WorkloadSummary:
+        return WorkloadSummary(
+            scenario=self.scenario,
+            type=self.type,
+            requests=self.requests,
+            expected_hits=self.expected_hits,
+            configured_reuse_ratio=self.configured_reuse_ratio,
+            realised_reuse_ratio=self.realised_reuse_ratio,
+            prompt_tokens=self.lengths.summary(),
+        )
 
     def as_state(self) -> dict[str, Any]:
+        """Plain data for a message between processes; `from_state` reads it back."""
         return {
             "scenario": self.scenario,
-            "designed_reuse_ratio": self.designed_reuse_ratio,
+            "type": self.type,
+            "configured_reuse_ratio": self.configured_reuse_ratio,
             "requests": self.requests,
             "expected_hits": self.expected_hits,
             "lengths": self.lengths.as_state(),
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> WorkloadStats:
+    def from_state(cls, state: Mapping[str, Any]) -> WorkloadStats:
         return cls(
             scenario=state["scenario"],
-            designed_reuse_ratio=state["designed_reuse_ratio"],
+            type=state["type"],
+            configured_reuse_ratio=state["configured_reuse_ratio"],
             requests=state["requests"],
             expected_hits=state["expected_hits"],
             lengths=LengthStats.from_state(state["lengths"]),
         )
+
+
+def merge_stats(all_stats: Iterable[WorkloadStats]) -> dict[str, WorkloadStats]:
+    """Scenario name -> the merge of its stats (new objects; the inputs are left alone)."""
+    merged: dict[str, WorkloadStats] = {}
+    for stats in all_stats:
+        into = merged.get(stats.scenario)
+        if into is None:
+            into = merged[stats.scenario] = WorkloadStats(
+                stats.scenario, stats.type, stats.configured_reuse_ratio
+            )
+        into.merge(stats)
+    return merged
 
 
 class Workload(ABC):
@@ -118,16 +193,20 @@ class Workload(ABC):
     length accounting of every request handed out.
     """
 
-    scenario: ClassVar[str] = ""
+    # The name it is registered under (set by `register_workload`).
+    workload_type: ClassVar[str] = ""
 
     def __init__(self, context: WorkloadContext) -> None:
         self.context = context
         self.config = context.config
         self.material = context.material
         self.fitter = context.material.fitter
-        self.stats = WorkloadStats(context.scenario, context.config.reuse_ratio)
+        self.stats = WorkloadStats(
+            context.scenario, context.config.type, context.config.reuse_ratio
+        )
         self._counter = 0
-        self._rng = seeded(context.seed, context.scenario, context.worker_id, context.user_id)
+        c = context
+        self._rng = seeded(c.seed, c.run_id, c.scenario, c.worker_id, c.user_id)
         self._schedule = ReuseSchedule(context.config.reuse_ratio, self._rng)
 
     @classmethod
@@ -210,9 +289,9 @@ class Workload(ABC):
         self._counter += 1
         c = self.context
         request_id = f"{c.worker_id}/{c.user_id}/{self._counter}"
-        key = f"{c.seed}\x1f{c.scenario}\x1f{request_id}".encode()
+        key = f"{c.seed}\x1f{c.run_id}\x1f{c.scenario}\x1f{request_id}".encode()
         digest = hashlib.blake2b(key, digest_size=6).hexdigest().translate(_CONSONANTS)
-        rng = seeded(c.seed, c.scenario, "unique", c.worker_id, c.user_id, self._counter)
+        rng = seeded(c.seed, c.run_id, c.scenario, "unique", c.worker_id, c.user_id, self._counter)
         return RequestIdentity(request_id, f"{digest} [{request_id}]", rng)
 
 
