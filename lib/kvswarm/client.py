@@ -29,6 +29,7 @@ from sseclient import SSEClient
 
 from kvswarm import __version__
 from kvswarm.errors import ConfigError
+from kvswarm.urls import api_url, check_url
 
 _RECV_SIZE = 65536
 # The most of an error response body kept in a record.
@@ -117,7 +118,8 @@ class RequestFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where requests go, parsed once from a base URL with or without `/v1`."""
+    """Where requests go, parsed once from a base URL with or without `/v1`
+    (`kvswarm.urls` says where the API lives)."""
 
     scheme: str
     host: str
@@ -126,16 +128,16 @@ class Target:
 
     @classmethod
     def parse(cls, base_url: str) -> Target:
-        parts = urlsplit(base_url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            check_url(base_url)
+        except ValueError as exc:
             raise ConfigError(
-                f"target URL {base_url!r}: expected http://host[:port][/v1] or https://..."
-            )
+                f"target URL: {exc}; expected http://host[:port][/v1] or https://..."
+            ) from None
+        parts = urlsplit(api_url(base_url, ""))
+        assert parts.hostname is not None  # check_url saw a host
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        prefix = parts.path.rstrip("/")
-        if not prefix.endswith("/v1"):
-            prefix += "/v1"
-        return cls(parts.scheme, parts.hostname, port, prefix)
+        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
     @property
     def host_header(self) -> str:

@@ -2,9 +2,10 @@
 
 Three `TokenSizer`s, in the order `choose_sizer` prefers them:
 
-- `ServerSizer`: the server's own `POST /tokenize` (vLLM and the simulated server; llama.cpp
-  with `LLAMACPP_TOKENIZE`). Exact, but an HTTP call, so it is only used for a handful of
-  calls per text kind and per shared prefix, never per request.
+- `ServerSizer`: the server's own `POST /tokenize`, in the request shape of its engine
+  (each engine profile in `kvswarm.engines` holds its `TokenizeShape`). Exact, but an
+  HTTP call, so it is only used for a handful of calls per text kind and per shared
+  prefix, never per request.
 - `HFSizer`: a local Hugging Face `tokenizers` tokenizer (a tokenizer.json file, a directory
   holding one, or a Hub repo id already in the local Hugging Face cache; never downloaded).
   Exact and cheap: every prompt is counted.
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import orjson
 
 from kvswarm.errors import ConfigError, KvswarmError
+from kvswarm.urls import server_root
 
 if TYPE_CHECKING:
     import tokenizers
@@ -62,17 +64,22 @@ class TokenizeError(KvswarmError):
 
 @dataclass(frozen=True)
 class TokenizeShape:
-    """The request and response shape of one engine's tokenize endpoint."""
+    """The request and response shape of one engine's tokenize endpoint.
 
-    name: str
-    path: str
-    text_key: str
+    The defaults are the common shape (`POST /tokenize {"prompt": ..., "model": ...}`,
+    answered with `count` or a `tokens` list); engine profiles (`kvswarm.engines`) hold
+    their engine's exact shape.
+    """
+
+    name: str = "generic"
+    path: str = "/tokenize"
+    text_key: str = "prompt"
     # Key carrying the model name in the body, None when the endpoint takes none.
-    model_key: str | None
+    model_key: str | None = "model"
     # Fixed body fields (e.g. asking not to add a BOS token).
     extra: tuple[tuple[str, Any], ...] = ()
     # Response key holding the count; None: the length of the `tokens` list.
-    count_key: str | None = None
+    count_key: str | None = "count"
 
     def body(self, text: str, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {self.text_key: text, **dict(self.extra)}
@@ -91,32 +98,12 @@ class TokenizeShape:
         return len(tokens)
 
 
-VLLM_TOKENIZE = TokenizeShape(
-    name="vllm",
-    path="/tokenize",
-    text_key="prompt",
-    model_key="model",
-    extra=(("add_special_tokens", False),),
-    count_key="count",
-)
-LLAMACPP_TOKENIZE = TokenizeShape(
-    name="llama.cpp",
-    path="/tokenize",
-    text_key="content",
-    model_key=None,
-    extra=(("add_special", False),),
-)
+GENERIC_TOKENIZE = TokenizeShape()
 
 
-def tokenize_url(base_url: str, shape: TokenizeShape = VLLM_TOKENIZE) -> str:
-    """The tokenize endpoint of a server whose OpenAI base URL is `base_url`.
-
-    vLLM and llama.cpp serve it at the root, not under `/v1`.
-    """
-    root = base_url.rstrip("/")
-    if root.endswith("/v1"):
-        root = root[: -len("/v1")]
-    return root + shape.path
+def tokenize_url(base_url: str, shape: TokenizeShape) -> str:
+    """The tokenize endpoint of a server whose OpenAI base URL is `base_url` (at its root)."""
+    return server_root(base_url) + shape.path
 
 
 class ServerSizer:
@@ -129,7 +116,7 @@ class ServerSizer:
         self,
         url: str,
         model: str = "",
-        shape: TokenizeShape = VLLM_TOKENIZE,
+        shape: TokenizeShape = GENERIC_TOKENIZE,
         *,
         api_key: str | None = None,
         timeout_s: float = 10.0,
@@ -314,7 +301,7 @@ def choose_sizer(
     *,
     base_url: str | None = None,
     model: str = "",
-    shape: TokenizeShape = VLLM_TOKENIZE,
+    shape: TokenizeShape | None = GENERIC_TOKENIZE,
     api_key: str | None = None,
     observe: Callable[[str], int] | None = None,
     timeout_s: float = 10.0,
@@ -322,14 +309,17 @@ def choose_sizer(
     """Pick how prompt lengths are sized, following `config.method`.
 
     `auto` prefers the server's tokenize endpoint (`config.tokenize_url`, else derived from
-    `base_url`), then the local tokenizer `config.hf_name`, then a ratio. The ratio is
-    calibrated by calling `observe(text)`, which must send `text` as a prompt and return the
-    server's `usage.prompt_tokens` (the caller owns HTTP), on `calibration_probes()`; without
-    `observe`, or when it fails, `config.chars_per_token` is used. An explicitly requested
+    `base_url`) called in `shape` (the engine profile's `tokenize`; None, for an engine
+    with no known endpoint, tries the generic shape), then the local tokenizer
+    `config.hf_name`, then a ratio. The ratio is calibrated by calling `observe(text)`,
+    which must send `text` as a prompt and return the server's `usage.prompt_tokens` (the
+    caller owns HTTP), on `calibration_probes()`; without `observe`, or when it fails,
+    `config.chars_per_token` is used. An explicitly requested
     method that cannot be used is an error (`ConfigError` for the config's own mistakes,
     `TokenizeError` for an unreachable endpoint).
     """
     skipped: list[str] = []
+    shape = shape or GENERIC_TOKENIZE
     url = config.tokenize_url or (tokenize_url(base_url, shape) if base_url else None)
     if config.method in ("auto", "server"):
         if url is None:

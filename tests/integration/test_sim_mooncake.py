@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kvswarm.metrics_sources import ServerWindow
 from kvswarm.sim import SimOptions, spawn_stack
 from kvswarm.sim.stack import StackProcess
 from tests.integration.test_sim_http import FAST, metric_value, post, scrape, words
@@ -63,3 +64,8 @@ def test_stopping_the_sim_stops_its_mooncake_master() -> None:
     assert stack.process.returncode == 0
     with pytest.raises((urllib.error.URLError, OSError)):
         urllib.request.urlopen(master, timeout=2)
+
+
+def test_server_report_names_the_mooncake_store(mooncake_sim: StackProcess) -> None:
+    report = ServerWindow.open(mooncake_sim.base_url, "auto").close()
+    assert report.engine == "sim" and report.kv_store == "mooncake"

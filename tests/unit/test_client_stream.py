@@ -364,15 +364,39 @@ def test_recorded_llama_cpp_streams_parse_with_usage_and_timings(
 
 
 def test_record_takes_cached_and_prompt_tokens_from_llama_cpp_timings_without_usage() -> None:
+    from kvswarm.engines import LLAMA_CPP
     from kvswarm.records import build_record
 
     body = (LLAMACPP_FIXTURES / "chat_stream_no_usage.txt").read_bytes()
     result, _ = run([chunked_response(body)])
     timings = result.server_timings
     record = build_record(
-        result, request_id="r", worker_id="w", user_id=1, scenario="s", mode="m", endpoint="chat"
+        result,
+        LLAMA_CPP.request_timings(result),
+        request_id="r",
+        worker_id="w",
+        user_id=1,
+        scenario="s",
+        mode="m",
+        endpoint="chat",
     )
     assert record.cached_tokens == timings["cache_n"]
     assert record.prompt_tokens == timings["prompt_n"] + timings["cache_n"]
     assert record.server_prefill_s == pytest.approx(timings["prompt_ms"] / 1000)
     assert record.server_decode_s == pytest.approx(timings["predicted_ms"] / 1000)
+
+
+def with_trailers(response: bytes, trailers: dict[str, str]) -> bytes:
+    """A chunked response whose last chunk is followed by `trailers`."""
+    assert response.endswith(b"0\r\n\r\n")
+    lines = "".join(f"{name}: {value}\r\n" for name, value in trailers.items())
+    return response[: -len(b"\r\n")] + lines.encode() + b"\r\n"
+
+
+@pytest.mark.parametrize("split", [1, 7, 64])
+def test_trailers_after_the_last_chunk_land_in_result_headers(split: int) -> None:
+    data = with_trailers(VLLM_CHAT, {"X-Sim-Decode-Ms": "12.500"})
+    result, _ = run([data[i : i + split] for i in range(0, len(data), split)])
+    assert result.ok, result.error
+    assert result.headers["x-sim-decode-ms"] == "12.500"
+    assert result.headers["content-type"] == "text/event-stream"

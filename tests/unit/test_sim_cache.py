@@ -85,3 +85,11 @@ def test_zero_capacity_caches_nothing() -> None:
     hashes = block_hashes(tokens(32), 16)
     cache.insert(hashes)
     assert cache.match(hashes) == 0
+
+
+def test_clear_drops_every_block() -> None:
+    cache = PrefixCache(block_size=2, capacity_blocks=8)
+    hashes = block_hashes(list("abcdef"), 2)
+    cache.insert(hashes)
+    cache.clear()
+    assert len(cache) == 0 and cache.match(hashes) == 0

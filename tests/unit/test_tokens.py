@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from kvswarm.config import TokenizerConfig
+from kvswarm.engines import LLAMACPP_TOKENIZE, VLLM_TOKENIZE
 from kvswarm.errors import ConfigError
 from kvswarm.tokens import (
-    LLAMACPP_TOKENIZE,
     HFSizer,
     LengthStats,
     RatioSizer,
@@ -100,10 +100,16 @@ def test_fit_of_zero_tokens_is_empty(bpe_sizer):
 
 
 def test_server_sizer_counts_with_vllm_shape(tokenize_server, bpe_sizer):
-    sizer = ServerSizer(tokenize_server.root + "/tokenize", "my-model")
+    sizer = ServerSizer(tokenize_server.root + "/tokenize", "my-model", VLLM_TOKENIZE)
     assert sizer.count(SAMPLE) == bpe_sizer.count(SAMPLE)
     body = tokenize_server.bodies[0]
     assert body == {"prompt": SAMPLE, "model": "my-model", "add_special_tokens": False}
+
+
+def test_server_sizer_without_a_shape_sends_the_generic_one(tokenize_server, bpe_sizer):
+    sizer = ServerSizer(tokenize_server.root + "/tokenize", "my-model")
+    assert sizer.count(SAMPLE) == bpe_sizer.count(SAMPLE)
+    assert tokenize_server.bodies[0] == {"prompt": SAMPLE, "model": "my-model"}
 
 
 def test_server_sizer_counts_with_llamacpp_shape(tokenize_server, bpe_sizer):
@@ -135,7 +141,7 @@ def test_tokenize_shape_reads_tokens_list_without_count():
     "base", ["http://h:8000/v1", "http://h:8000/v1/", "http://h:8000", "http://h:8000/"]
 )
 def test_tokenize_url_is_at_the_server_root(base):
-    assert tokenize_url(base) == "http://h:8000/tokenize"
+    assert tokenize_url(base, VLLM_TOKENIZE) == "http://h:8000/tokenize"
 
 
 # --- a local Hugging Face tokenizer --------------------------------------------------------

@@ -63,6 +63,10 @@ class PrefixCache:
         self._touch(hashes[:hit])
         return hit
 
+    def clear(self) -> None:
+        """Drop every block (vLLM's `reset_prefix_cache`)."""
+        self._blocks.clear()
+
     def insert(self, hashes: Sequence[int]) -> None:
         """Cache every block of `hashes`, evicting least recently used blocks if full."""
         if not self.capacity_blocks:

@@ -160,6 +160,10 @@ class Engine:
         seq.first_token_s = monotonic()
         self._count_prompt(seq)
 
+    def reset_prefix_cache(self) -> None:
+        """Drop the prefix cache; running requests keep their (unmodelled) KV."""
+        self.cache.clear()
+
     def finish(self, seq: Sequence, output_tokens: int, reason: str) -> None:
         """Release the request's slot and record its metrics (reason: length or abort)."""
         if seq.done:
@@ -238,6 +242,10 @@ class Backend(Protocol):
         """Queue, prefill (and transfer); return when the first token is ready."""
         ...
 
+    def reset_prefix_cache(self) -> None:
+        """Drop the prefix cache of every engine behind this backend."""
+        ...
+
 
 class LocalBackend:
     """Serves each request on one engine: queue, prefill, decode."""
@@ -255,3 +263,6 @@ class LocalBackend:
             engine.finish(seq, 0, "abort")
             raise
         return Generation(engine, seq, seq.cached_tokens, seq.queue_s, seq.prefill_s)
+
+    def reset_prefix_cache(self) -> None:
+        self.engine.reset_prefix_cache()

@@ -111,6 +111,12 @@ class PdBackend:
             transfer_s=decode.transfer_s,
         )
 
+    def reset_prefix_cache(self) -> None:
+        """Drop both engines' prefix caches; the KV store keeps its chunks (as LMCache's
+        store outlives a vLLM prefix-cache reset)."""
+        self.prefiller.reset_prefix_cache()
+        self.decoder.reset_prefix_cache()
+
     def _call(self, function: Callable[..., T], *args: Any) -> T:
         """Run a store operation; blocking stores run in the hub's thread pool."""
         if self.store.blocking:

@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP routes of one simulated endpoint.
 
 `SimServer` answers `/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/tokenize`,
-`/health`, `/version` and `/metrics` like vLLM, plus `/sim/requests/<id>` (the phase
-timings of a recent request). Completions are served by a backend (one engine, or the PD
+`/health`, `/version`, `/metrics` and `POST /reset_prefix_cache` like vLLM (with
+`VLLM_SERVER_DEV_MODE=1`), plus `/sim/requests/<id>` (the phase timings of a recent
+request). Completions are served by a backend (one engine, or the PD
 path); the entry point of a stack also injects faults and writes the ground-truth log.
 
 Each response carries the request's phases in headers: `X-Request-Id`, `X-Sim-Queue-Ms`,
@@ -91,6 +92,9 @@ class SimServer:
                 return self._complete(request, writer, "completions")
             if path == "/tokenize":
                 return self._tokenize(request, writer)
+            if path == "/reset_prefix_cache":
+                self.backend.reset_prefix_cache()
+                return writer.send(200, b"", "text/plain")
         elif request.method in ("GET", "HEAD"):
             if path in ("/health", "/ping"):
                 return writer.send(200, b"", "text/plain")
