@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,89 +10,76 @@ import numpy as np
 import pandas as pd
 
 from kvswarm.errors import KvswarmError
-from kvswarm.records import CSV_COLUMNS
+from kvswarm.records import COLUMNS, CSV_COLUMNS
+from kvswarm.runrecord import RunRecord, read_run_record
 
 REQUESTS_CSV = "requests.csv"
-RUN_JSON = "run.json"
 SUMMARY_TXT = "summary.txt"
 
-_NULLABLE_COUNTS = ("prompt_tokens", "cached_tokens", "status_code")
-_DTYPES = {
-    "request_id": "string",
-    "worker_id": "string",
-    "scenario": "string",
-    "mode": "string",
-    "endpoint": "string",
-    "prefix_id": "string",
-    "output_tokens_source": "string",
-    "itl_ms": "string",
-    "finish_reason": "string",
-    "failure": "string",
-    "error": "string",
-}
+# pandas dtypes of requests.csv's columns, from the one column spec (`kvswarm.records`).
+_DTYPES = {"str": "string", "int": "Int64", "float": "float64", "bool": "Int8"}
 
 
 @dataclass(frozen=True)
 class Run:
-    """One run's data: its metadata (run.json) and its requests (one row each)."""
+    """One run's data: its record (run.json) and its requests (one row each)."""
 
     path: Path
-    meta: dict[str, Any]
+    record: RunRecord
     requests: pd.DataFrame
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """run.json as plain data (prefer the typed `record`)."""
+        return self.record.to_dict()
 
     @property
     def slo(self) -> dict[str, float] | None:
         """The run's SLOs ({"ttft_ms", "tpot_ms"}) from its config, if recorded."""
-        slo = (self.meta.get("config") or {}).get("slo")
+        slo = self.record.config.get("slo")
         return slo if slo and "ttft_ms" in slo and "tpot_ms" in slo else None
 
     @property
     def warmup_s(self) -> float:
-        return float((self.meta.get("window") or {}).get("warmup_s") or 0.0)
+        return self.record.window.warmup_s
 
     @property
     def window_s(self) -> float | None:
         """Length of the measurement window in seconds (warm-up excluded), when the run
         recorded one."""
-        window = self.meta.get("window") or {}
-        start, end = window.get("start_unix_s"), window.get("end_unix_s")
-        if start is None or end is None or end <= start + self.warmup_s:
-            return None
-        return float(end - start - self.warmup_s)
+        return self.record.window.measured_s
 
     @property
     def measured(self) -> pd.DataFrame:
         """The requests that started after the warm-up (`results.warmup_s`): what
         throughput and percentiles are computed from."""
-        start = (self.meta.get("window") or {}).get("start_unix_s")
-        if not self.warmup_s or start is None:
+        if not self.warmup_s:
             return self.requests
-        return self.requests[self.requests["start_unix_s"] >= start + self.warmup_s]
-
-
-# Numeric columns left empty when not measured or not reported: read as NaN.
-_OPTIONAL_NUMBERS = [
-    column
-    for column in CSV_COLUMNS
-    if (column.endswith("_ms") and column != "itl_ms") or column in _NULLABLE_COUNTS
-]
+        start = self.record.window.measure_start_unix_s
+        return self.requests[self.requests["start_unix_s"] >= start]
 
 
 def read_requests(path: Path) -> pd.DataFrame:
-    """requests.csv as a DataFrame, with `itl_ms` kept as text (see `itl_values`)."""
+    """requests.csv as a typed DataFrame (dtypes from the column spec; flags as bool),
+    with `itl_ms` kept as text (see `itl_values`)."""
+    dtypes = {column.name: _DTYPES[column.kind] for column in COLUMNS}
     try:
         frame = pd.read_csv(
             path,
-            dtype=_DTYPES,
+            dtype=dtypes,
             keep_default_na=False,
-            na_values={column: [""] for column in _OPTIONAL_NUMBERS},
+            na_values={column.name: [""] for column in COLUMNS if column.nullable},
         )
     except FileNotFoundError:
         raise KvswarmError(f"{path}: no such file (is this a kvswarm results directory?)") from None
-    except (pd.errors.ParserError, ValueError) as exc:
+    except (pd.errors.ParserError, ValueError, TypeError) as exc:
         raise KvswarmError(f"{path}: not a kvswarm requests.csv ({exc})") from None
-    for flag in ("ok", "expected_hit", "streamed"):
-        frame[flag] = frame[flag].astype(bool)
+    missing = [name for name in CSV_COLUMNS if name not in frame.columns]
+    if missing:
+        raise KvswarmError(f"{path}: column {missing[0]} is missing (not a kvswarm requests.csv?)")
+    for column in COLUMNS:
+        if column.kind == "bool":
+            frame[column.name] = frame[column.name].fillna(0).astype(bool)
     return frame
 
 
@@ -111,11 +97,5 @@ def load_run(directory: str | Path) -> Run:
     path = Path(directory)
     if not path.is_dir():
         raise KvswarmError(f"{path}: no such results directory")
-    meta_path = path / RUN_JSON
-    meta: dict[str, Any] = {}
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise KvswarmError(f"{meta_path}: invalid JSON ({exc.msg})") from None
-    return Run(path=path, meta=meta, requests=read_requests(path / REQUESTS_CSV))
+    record = read_run_record(path) or RunRecord(run_id=path.name)
+    return Run(path=path, record=record, requests=read_requests(path / REQUESTS_CSV))

@@ -50,16 +50,17 @@ def make_reporter(results_dir: Path):
     """Everything kvswarm does with a finished request in a Locust process."""
     from locust.env import Environment
 
-    from kvswarm import events as kv_events
+    from kvswarm.locust.plugin import KvswarmPlugin
     from kvswarm.records import build_record
 
     environment = Environment(user_classes=[])
     environment.create_local_runner()
-    state = kv_events.recording_session(environment, results_dir)
+    plugin = KvswarmPlugin.recording(environment, results_dir)
 
     def report(result, request_id: str) -> None:
         record = build_record(
             result,
+            plugin.engine.request_timings(result),
             request_id=request_id,
             worker_id="bench",
             user_id=0,
@@ -67,11 +68,11 @@ def make_reporter(results_dir: Path):
             mode="non_disaggregated",
             endpoint="chat",
         )
-        kv_events.report(environment, record)
+        plugin.recorder.report(record)
 
     def finish() -> None:
-        kv_events.drain_reports(environment)
-        state.run.finish()
+        plugin.recorder.drain()
+        plugin.run.finish()
 
     return report, finish
 

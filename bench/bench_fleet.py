@@ -47,7 +47,7 @@ from tests.support.processes import StreamServer, run_dirs, start_stream_server 
 LOCUSTFILE = """\
 from locust import task
 
-from kvswarm.users import LLMUser
+from kvswarm.locust.users import LLMUser
 
 
 class FleetBenchUser(LLMUser):

@@ -1,21 +1,10 @@
-"""Every kvswarm scenario in one locustfile, shipped inside the package.
+"""Every scenario of the config as a Locust user class, in one locustfile inside the package.
 
 `kvswarm demo` runs it, and `locust -f` takes its path (`kvswarm.locustfile.__file__`), so
-it works from any directory. The repository's locustfiles/ hold one scenario per file.
+it works from any directory. The classes come from the config named by `--kv-config`
+(built-in defaults: the five scenarios of the original suite); see `kvswarm.locust.entry`.
 """
 
-from kvswarm.scenarios import (
-    BatchProcessingUser,
-    CodeGenerationUser,
-    ColdStartUser,
-    LongContextHighReuseUser,
-    MultiTurnConversationUser,
-)
+from kvswarm.locust.entry import scenario_users
 
-__all__ = [
-    "BatchProcessingUser",
-    "CodeGenerationUser",
-    "ColdStartUser",
-    "LongContextHighReuseUser",
-    "MultiTurnConversationUser",
-]
+globals().update(scenario_users(__name__))

@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kvswarm.client import StreamResult
+    from kvswarm.engines import RequestTimings
 
 # Failure categories: every failed request lands in exactly one.
 FAILURE_CATEGORIES = (
@@ -70,9 +71,10 @@ class RequestRecord:
     ok: bool = False
     failure: str = ""
     error: str = ""
+    server_queue_s: float | None = None
     server_prefill_s: float | None = None
-    server_decode_s: float | None = None
     server_transfer_s: float | None = None
+    server_decode_s: float | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -83,42 +85,32 @@ class RequestRecord:
         return not self.ok and not self.cancelled
 
 
-# requests.csv columns, in order. ITL is written in full (milliseconds, `;`-separated)
-# so exact ITL percentiles can be recomputed from the file, plus a summary for reading.
-CSV_COLUMNS: tuple[str, ...] = (
-    "request_id",
-    "worker_id",
-    "user_id",
-    "scenario",
-    "mode",
-    "endpoint",
-    "streamed",
-    "start_unix_s",
-    "prefix_id",
-    "prefix_tokens",
-    "expected_hit",
-    "prompt_tokens",
-    "cached_tokens",
-    "output_tokens",
-    "output_tokens_source",
-    "text_chunks",
-    "ttft_ms",
-    "tpot_ms",
-    "e2e_ms",
-    "itl_mean_ms",
-    "itl_p50_ms",
-    "itl_p99_ms",
-    "itl_max_ms",
-    "itl_ms",
-    "status_code",
-    "finish_reason",
-    "ok",
-    "failure",
-    "error",
-    "server_prefill_ms",
-    "server_decode_ms",
-    "server_transfer_ms",
-)
+@dataclass(frozen=True, slots=True)
+class _ItlCells:
+    """One request's ITL summary, computed once per row."""
+
+    mean: str = ""
+    p50: str = ""
+    p99: str = ""
+    max: str = ""
+    all: str = ""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of requests.csv: the writer, the reader and README's table come from it.
+
+    `kind` is the column's type as read back (`str`, `int`, `float`, `bool`: written 0/1);
+    `nullable` columns are empty when not measured or not reported (read as NA);
+    `cell` turns a record (and its ITL summary) into the text of the cell.
+    """
+
+    name: str
+    kind: str
+    unit: str
+    meaning: str
+    cell: Callable[[RequestRecord, _ItlCells], str] = field(repr=False, compare=False)
+    nullable: bool = False
 
 
 def _ms(seconds: float | None) -> str:
@@ -129,6 +121,78 @@ def _opt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+# requests.csv, in column order. ITL is written in full (milliseconds, `;`-separated) so
+# exact ITL percentiles can be recomputed from the file, plus a summary for reading.
+COLUMNS: tuple[Column, ...] = (
+    Column("request_id", "str", "", "`<worker>-<user>-<sequence>`, also sent as the "
+           "`X-Request-Id` header", lambda r, i: r.request_id),
+    Column("worker_id", "str", "", "`local` in a standalone run, the Locust worker id in a "
+           "distributed one", lambda r, i: r.worker_id),
+    Column("user_id", "int", "", "the simulated user within its process",
+           lambda r, i: str(r.user_id)),
+    Column("scenario", "str", "", "scenario name (from the config)", lambda r, i: r.scenario),
+    Column("mode", "str", "", "deployment mode: `pd_disaggregated` or `non_disaggregated`",
+           lambda r, i: r.mode),
+    Column("endpoint", "str", "", "`chat` or `completions`", lambda r, i: r.endpoint),
+    Column("streamed", "bool", "0/1", "0 for a non-streamed request (TTFT = E2E)",
+           lambda r, i: _flag(r.streamed)),
+    Column("start_unix_s", "float", "s", "wall-clock request start, for lining up with "
+           "server logs and metrics", lambda r, i: f"{r.start_unix_s:.6f}"),
+    Column("prefix_id", "str", "", "the reusable prefix the request begins with (pool item "
+           "or conversation); empty when unique from its first token", lambda r, i: r.prefix_id),
+    Column("prefix_tokens", "int", "tokens", "that prefix's length",
+           lambda r, i: str(r.prefix_tokens)),
+    Column("expected_hit", "bool", "0/1", "whether the design expected the server to hold "
+           "the prefix already (a designed hit)", lambda r, i: _flag(r.expected_hit)),
+    Column("prompt_tokens", "int", "tokens", "`usage.prompt_tokens` (or the engine's own "
+           "count)", lambda r, i: _opt(r.prompt_tokens), nullable=True),
+    Column("cached_tokens", "int", "tokens", "`usage.prompt_tokens_details.cached_tokens` "
+           "(or the engine's own count)", lambda r, i: _opt(r.cached_tokens), nullable=True),
+    Column("output_tokens", "int", "tokens", "`usage.completion_tokens`, else text-bearing "
+           "chunks", lambda r, i: str(r.output_tokens)),
+    Column("output_tokens_source", "str", "", "`usage` or `chunks`: where output_tokens "
+           "came from", lambda r, i: r.output_tokens_source),
+    Column("text_chunks", "int", "", "SSE chunks that carried generated text",
+           lambda r, i: str(r.text_chunks)),
+    Column("ttft_ms", "float", "ms", "start -> first chunk carrying generated text",
+           lambda r, i: _ms(r.ttft_s), nullable=True),
+    Column("tpot_ms", "float", "ms", "(E2E - TTFT) / (output_tokens - 1), for "
+           "output_tokens >= 2", lambda r, i: _ms(r.tpot_s), nullable=True),
+    Column("e2e_ms", "float", "ms", "start -> end of stream", lambda r, i: _ms(r.e2e_s),
+           nullable=True),
+    Column("itl_mean_ms", "float", "ms", "mean of this request's inter-token gaps",
+           lambda r, i: i.mean, nullable=True),
+    Column("itl_p50_ms", "float", "ms", "median gap", lambda r, i: i.p50, nullable=True),
+    Column("itl_p99_ms", "float", "ms", "99th percentile gap", lambda r, i: i.p99,
+           nullable=True),
+    Column("itl_max_ms", "float", "ms", "longest gap", lambda r, i: i.max, nullable=True),
+    Column("itl_ms", "str", "ms", "every inter-token gap of the request, `;`-separated",
+           lambda r, i: i.all),
+    Column("status_code", "int", "", "HTTP status", lambda r, i: _opt(r.status_code),
+           nullable=True),
+    Column("finish_reason", "str", "", "the last `finish_reason` of the stream",
+           lambda r, i: r.finish_reason or ""),
+    Column("ok", "bool", "0/1", "the request succeeded", lambda r, i: _flag(r.ok)),
+    Column("failure", "str", "", "failure category, `cancelled`, or empty",
+           lambda r, i: r.failure),
+    Column("error", "str", "", "the failure's message", lambda r, i: r.error),
+    Column("server_queue_ms", "float", "ms", "the engine's own per-request queue time, when "
+           "it reports one", lambda r, i: _ms(r.server_queue_s), nullable=True),
+    Column("server_prefill_ms", "float", "ms", "the engine's own prefill time (PD: on the "
+           "prefiller)", lambda r, i: _ms(r.server_prefill_s), nullable=True),
+    Column("server_transfer_ms", "float", "ms", "PD: the KV transfer from prefiller to "
+           "decoder, as the stack reports it", lambda r, i: _ms(r.server_transfer_s),
+           nullable=True),
+    Column("server_decode_ms", "float", "ms", "the engine's own decode time",
+           lambda r, i: _ms(r.server_decode_s), nullable=True),
+)  # fmt: skip
+CSV_COLUMNS: tuple[str, ...] = tuple(column.name for column in COLUMNS)
+
+
 def _percentile_sorted(values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default) of already sorted values."""
     position = (len(values) - 1) * q
@@ -137,50 +201,35 @@ def _percentile_sorted(values: Sequence[float], q: float) -> float:
     return values[low] + (values[high] - values[low]) * (position - low)
 
 
+_NO_ITL = _ItlCells()
+
+
+def _itl_cells(itl: Sequence[float]) -> _ItlCells:
+    if not itl:
+        return _NO_ITL
+    ordered = sorted(itl)
+    return _ItlCells(
+        mean=_ms(sum(itl) / len(itl)),
+        p50=_ms(_percentile_sorted(ordered, 0.5)),
+        p99=_ms(_percentile_sorted(ordered, 0.99)),
+        max=_ms(ordered[-1]),
+        all=";".join(f"{gap * 1000.0:.3f}" for gap in itl),
+    )
+
+
 def to_row(record: RequestRecord) -> list[str]:
-    """The record as requests.csv cells, in `CSV_COLUMNS` order."""
-    itl = record.itl_s
-    if itl:
-        ordered = sorted(itl)
-        itl_cells = [
-            _ms(sum(itl) / len(itl)),
-            _ms(_percentile_sorted(ordered, 0.5)),
-            _ms(_percentile_sorted(ordered, 0.99)),
-            _ms(ordered[-1]),
-            ";".join(f"{gap * 1000.0:.3f}" for gap in itl),
-        ]
-    else:
-        itl_cells = ["", "", "", "", ""]
-    return [
-        record.request_id,
-        record.worker_id,
-        str(record.user_id),
-        record.scenario,
-        record.mode,
-        record.endpoint,
-        "1" if record.streamed else "0",
-        f"{record.start_unix_s:.6f}",
-        record.prefix_id,
-        str(record.prefix_tokens),
-        "1" if record.expected_hit else "0",
-        _opt(record.prompt_tokens),
-        _opt(record.cached_tokens),
-        str(record.output_tokens),
-        record.output_tokens_source,
-        str(record.text_chunks),
-        _ms(record.ttft_s),
-        _ms(record.tpot_s),
-        _ms(record.e2e_s),
-        *itl_cells,
-        _opt(record.status_code),
-        record.finish_reason or "",
-        "1" if record.ok else "0",
-        record.failure,
-        record.error,
-        _ms(record.server_prefill_s),
-        _ms(record.server_decode_s),
-        _ms(record.server_transfer_s),
-    ]
+    """The record as requests.csv cells, in `COLUMNS` order."""
+    itl = _itl_cells(record.itl_s)
+    return [column.cell(record, itl) for column in COLUMNS]
+
+
+def columns_markdown() -> str:
+    """README's requests.csv table, generated from `COLUMNS`."""
+    lines = ["| column | type | unit | meaning |", "| --- | --- | --- | --- |"]
+    for column in COLUMNS:
+        kind = column.kind + (", empty when not reported" if column.nullable else "")
+        lines.append(f"| `{column.name}` | {kind} | {column.unit} | {column.meaning} |")
+    return "\n".join(lines) + "\n"
 
 
 def record_to_dict(record: RequestRecord) -> dict[str, Any]:
@@ -248,16 +297,18 @@ class RecordWriter:
         self._file.close()
 
 
-def build_record(result: StreamResult, **identity: Any) -> RequestRecord:
-    """A request's record from what the client measured and who sent it."""
-    # llama.cpp's `timings` carry the cache hit even when the stream has no usage.
-    timings = result.server_timings or {}
-    prefill_ms = timings.get("prompt_ms")
-    decode_ms = timings.get("predicted_ms")
-    cached = result.cached_tokens if result.cached_tokens is not None else timings.get("cache_n")
-    prompt = result.prompt_tokens
-    if prompt is None and "prompt_n" in timings and "cache_n" in timings:
-        prompt = timings["prompt_n"] + timings["cache_n"]
+def build_record(
+    result: StreamResult, timings: RequestTimings | None = None, **identity: Any
+) -> RequestRecord:
+    """A request's record from what the client measured, what the engine reported about
+    the request (`timings`, from its engine profile) and who sent it.
+
+    Usage in the stream wins over the engine's own counts; the engine's counts fill in
+    when the stream carried no usage (llama.cpp's `timings`, the simulator's headers)."""
+    prompt, cached = result.prompt_tokens, result.cached_tokens
+    if timings is not None:
+        prompt = prompt if prompt is not None else timings.prompt_tokens
+        cached = cached if cached is not None else timings.cached_tokens
     return RequestRecord(
         streamed=result.streamed,
         start_unix_s=result.start_unix_s,
@@ -275,7 +326,9 @@ def build_record(result: StreamResult, **identity: Any) -> RequestRecord:
         ok=result.ok,
         failure=result.failure,
         error=result.error,
-        server_prefill_s=prefill_ms / 1000.0 if prefill_ms is not None else None,
-        server_decode_s=decode_ms / 1000.0 if decode_ms is not None else None,
+        server_queue_s=timings.queue_s if timings else None,
+        server_prefill_s=timings.prefill_s if timings else None,
+        server_transfer_s=timings.transfer_s if timings else None,
+        server_decode_s=timings.decode_s if timings else None,
         **identity,
     )

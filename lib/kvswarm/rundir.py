@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import platform
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from kvswarm import __version__
+from kvswarm.errors import KvswarmError
 from kvswarm.records import RecordWriter, RequestRecord
+from kvswarm.runrecord import RecordCounts, RunRecord, Window, write_run_record
 
 
 def new_run_id(mode: str, now: float | None = None) -> str:
@@ -53,12 +53,12 @@ def redact_argv(argv: list[str]) -> list[str]:
 class RunDirectory:
     """Creates the run's directory and keeps run.json and requests.csv up to date.
 
-    `meta` is what run.json holds; callers add sections (`meta["tokens"] = ...`) and call
-    `write_meta()`. Records are appended as they arrive (see `RecordWriter`).
+    `record` is what run.json holds; producers add their sections with `update(...)`,
+    which rewrites run.json. Records are appended as they arrive (see `RecordWriter`).
     """
 
     path: Path
-    meta: dict[str, Any]
+    record: RunRecord
     writer: RecordWriter
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -70,31 +70,39 @@ class RunDirectory:
         mode: str,
         run_id: str | None = None,
         flush_interval_s: float = 2.0,
-        meta: dict[str, Any] | None = None,
+        **sections: Any,
     ) -> RunDirectory:
+        """A new run directory under `results_dir`.
+
+        An explicit `run_id` that already exists is refused (`KvswarmError`): appending
+        a second run's rows to the first run's requests.csv would mix two runs."""
         root = Path(results_dir)
-        base = run_id or new_run_id(mode)
-        path = root / base
+        path = root / (run_id or new_run_id(mode))
+        if run_id is not None and path.exists():
+            raise KvswarmError(
+                f"{path}: a run with this id already exists; choose another --kv-run-id "
+                f"or remove the directory"
+            )
         suffix = 1
-        while path.exists() and run_id is None:
+        base = path
+        while path.exists():
             suffix += 1
-            path = root / f"{base}-{suffix}"
-        path.mkdir(parents=True, exist_ok=True)
+            path = root / f"{base.name}-{suffix}"
+        path.mkdir(parents=True)
         started = time.time()
-        full_meta = {
-            "run_id": path.name,
-            "status": "running",
-            "mode": mode,
-            "load_host": socket.gethostname(),
-            "platform": platform.platform(),
-            "argv": redact_argv(sys.argv),
-            "versions": _versions(),
-            "window": {"start_unix_s": started, "end_unix_s": None},
-            "started_at": datetime.fromtimestamp(started, tz=UTC).isoformat(),
-        }
-        full_meta.update(meta or {})
+        record = RunRecord(
+            run_id=path.name,
+            mode=mode,
+            window=Window(start_unix_s=started),
+            started_at=datetime.fromtimestamp(started, tz=UTC).isoformat(),
+            load_host=socket.gethostname(),
+            platform=platform.platform(),
+            argv=tuple(redact_argv(sys.argv)),
+            versions=_versions(),
+            **sections,
+        )
         writer = RecordWriter(path / "requests.csv", flush_interval_s=flush_interval_s)
-        run = cls(path=path, meta=full_meta, writer=writer)
+        run = cls(path=path, record=record, writer=writer)
         run.write_meta()
         return run
 
@@ -103,19 +111,22 @@ class RunDirectory:
         key = "cancelled" if record.cancelled else ("ok" if record.ok else "failed")
         self.counts[key] = self.counts.get(key, 0) + 1
 
-    def write_meta(self) -> None:
-        """run.json, replaced atomically so a reader never sees half a file."""
-        target = self.path / "run.json"
-        temporary = target.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(self.meta, indent=2, default=str) + "\n", "utf-8")
-        os.replace(temporary, target)
+    def update(self, **changes: Any) -> None:
+        """Replace some sections of run.json and rewrite it."""
+        self.record = replace(self.record, **changes)
+        self.write_meta()
 
-    def finish(self, *, status: str = "finished") -> None:
-        """Flush every record, close the window and mark the run finished."""
+    def write_meta(self) -> None:
+        write_run_record(self.path, self.record)
+
+    def finish(self, *, status: str = "finished", reason: str = "") -> None:
+        """Flush every record, close the window and say how the run ended."""
         self.writer.close()
         ended = time.time()
-        self.meta["status"] = status
-        self.meta["window"]["end_unix_s"] = ended
-        self.meta["ended_at"] = datetime.fromtimestamp(ended, tz=UTC).isoformat()
-        self.meta["records"] = {"total": self.writer.count, **self.counts}
-        self.write_meta()
+        self.update(
+            status=status,
+            status_reason=reason,
+            window=replace(self.record.window, end_unix_s=ended),
+            ended_at=datetime.fromtimestamp(ended, tz=UTC).isoformat(),
+            records=RecordCounts(total=self.writer.count, **self.counts),
+        )

@@ -8,6 +8,7 @@ line and exit code 2, rather than counting a stream of http_400 failures.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from kvswarm.sim.model import CostModel
@@ -30,7 +31,7 @@ def test_context_length_rejection_stops_the_run_with_one_line(tmp_path: Path) ->
     with spawn_stack(options) as stack:
         completed = run_locust(
             [
-                "-f", str(REPO / "locustfiles" / "cold_start.py"), "--headless",
+                "-f", str(REPO / "locustfiles"), "ColdStartUser", "--headless",
                 "-u", "4", "-r", "4", "-t", "30s", "--host", stack.base_url,
                 "--kv-config", str(config), "--kv-results", str(tmp_path / "results"),
             ],
@@ -42,3 +43,7 @@ def test_context_length_rejection_stops_the_run_with_one_line(tmp_path: Path) ->
     assert "scenario cold_start: the server rejected a prompt as too long" in lines[0]
     assert "maximum context length is 256 tokens" in lines[0]
     assert "target.max_model_len" in lines[0]
+    (run,) = (tmp_path / "results").iterdir()
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "aborted"
+    assert "too long for the model's context" in meta["status_reason"]

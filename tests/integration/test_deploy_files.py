@@ -133,7 +133,7 @@ def parse_command_lines(locust: list[list[str]], kvswarm: list[list[str]]) -> di
     """
     script = """
 import contextlib, io, json, sys
-import kvswarm.events  # adds the --kv-* options to Locust's parser
+import kvswarm.locust.plugin  # adds the --kv-* options to Locust's parser
 from locust.argument_parser import get_parser
 from kvswarm.cli import build_parser
 
@@ -455,7 +455,7 @@ def test_dockerfile_copies_what_the_build_context_holds() -> None:
         for source in sources:
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
             assert not ignored_by_dockerignore(source.rstrip("/"), patterns), source
-    for kept in ("lib/kvswarm/cli.py", "locustfiles/cold_start.py", "configs/test_config.yaml"):
+    for kept in ("lib/kvswarm/cli.py", "locustfiles/scenarios.py", "configs/test_config.yaml"):
         assert not ignored_by_dockerignore(kept, patterns), kept
     for dropped in (".venv/bin/python", ".git/HEAD", "results/x/requests.csv", "tests/conftest.py"):
         assert ignored_by_dockerignore(dropped, patterns), dropped

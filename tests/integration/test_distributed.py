@@ -37,13 +37,16 @@ def locust(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def start_fleet(server: StreamServer, tmp_path: Path, run_time: str, workers: int = 2):
+def start_fleet(server: StreamServer, tmp_path: Path, run_time: str, workers: int = 2, *extra: str):
+    """A master and `workers` workers; `extra` options go to the master only (workers
+    are started as README's bare-host commands show, without kvswarm options)."""
     port = free_port()
     master = locust(
         [
             "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
             "--headless", "--expect-workers", str(workers), "-u", "20", "-r", "5",
             "-t", run_time, "--host", server.url, "--kv-results", str(tmp_path / "results"),
+            *extra,
         ],
         tmp_path,
     )  # fmt: skip
@@ -67,7 +70,7 @@ def read_rows(run: Path) -> list[dict[str, str]]:
 def test_master_has_one_row_per_served_request_from_both_workers(
     stream_server: StreamServer, tmp_path: Path
 ) -> None:
-    master, fleet = start_fleet(stream_server, tmp_path, "10s")
+    master, fleet = start_fleet(stream_server, tmp_path, "10s", 2, "--kv-mode", "pd_disaggregated")
     output = finish(master)
     for worker in fleet:
         finish(worker)
@@ -79,8 +82,11 @@ def test_master_has_one_row_per_served_request_from_both_workers(
     assert sorted(r["request_id"] for r in rows) == sorted(s["request_id"] for s in served)
     assert len({r["worker_id"] for r in rows}) == 2
     meta = json.loads((run / "run.json").read_text())
-    assert meta["lost_workers"] == []
-    assert sum(w["records"] for w in meta["workers"].values()) == len(rows)
+    assert meta["fleet"]["lost_workers"] == []
+    assert sum(w["records"] for w in meta["fleet"]["workers"].values()) == len(rows)
+    # The workers were started without --kv-mode: they use the master's.
+    assert meta["mode"] == "pd_disaggregated"
+    assert {r["mode"] for r in rows} == {"pd_disaggregated"}
 
     truth = {s["request_id"]: s for s in served}
     ok = [r for r in rows if r["ok"] == "1"]
@@ -114,8 +120,8 @@ def test_a_killed_worker_loses_only_its_unshipped_rows(
     (run,) = run_dirs(results)
     meta = json.loads((run / "run.json").read_text())
     assert meta["status"] == "finished"
-    assert len(meta["lost_workers"]) == 1
-    lost = meta["lost_workers"][0]
+    assert len(meta["fleet"]["lost_workers"]) == 1
+    lost = meta["fleet"]["lost_workers"][0]
     rows = read_rows(run)
     by_worker = {
         w: [r for r in rows if r["worker_id"] == w] for w in {r["worker_id"] for r in rows}
@@ -124,7 +130,7 @@ def test_a_killed_worker_loses_only_its_unshipped_rows(
     served = {s["request_id"] for s in stream_server.log()}
     survivor_served = {rid for rid in served if rid.startswith(survivor_id + "-")}
     assert {r["request_id"] for r in by_worker[survivor_id]} == survivor_served
-    assert len(by_worker.get(lost, [])) == meta["workers"][lost]["records"]
+    assert len(by_worker.get(lost, [])) == meta["fleet"]["workers"][lost]["records"]
 
 
 def test_master_serves_live_percentiles_across_workers_in_web_ui_mode(

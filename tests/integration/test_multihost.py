@@ -264,7 +264,7 @@ def test_fleet_across_namespaces_completes(fleet_run: FleetRun) -> None:
     assert fleet_run.worker_returncodes == [0, 0]
     meta = json.loads((fleet_run.run / "run.json").read_text())
     assert meta["status"] == "finished"
-    assert meta["lost_workers"] == []
+    assert meta["fleet"]["lost_workers"] == []
 
 
 def test_master_has_one_row_per_served_request_from_both_workers(fleet_run: FleetRun) -> None:

@@ -2,7 +2,7 @@
 
 from locust import task
 
-from kvswarm.users import LLMUser
+from kvswarm.locust.users import LLMUser
 
 
 class BasicUser(LLMUser):

@@ -7,14 +7,15 @@ from pathlib import Path
 import gevent
 from locust.env import Environment
 
-from kvswarm import events as kv_events
+from kvswarm.locust.plugin import KvswarmPlugin
+from kvswarm.locust.recorder import MAX_PENDING_REPORTS
 from kvswarm.records import RequestRecord
 
 
-def session_for(tmp_path: Path) -> tuple[Environment, kv_events.Session]:
+def plugin_for(tmp_path: Path) -> tuple[Environment, KvswarmPlugin]:
     environment = Environment(user_classes=[])
     environment.create_local_runner()
-    return environment, kv_events.recording_session(environment, tmp_path)
+    return environment, KvswarmPlugin.recording(environment, tmp_path)
 
 
 def record(i: int) -> RequestRecord:
@@ -26,11 +27,11 @@ def record(i: int) -> RequestRecord:
 
 
 def test_reports_wait_for_an_idle_loop_then_reach_run_and_stats(tmp_path: Path) -> None:
-    environment, state = session_for(tmp_path)
-    kv_events.report(environment, record(0))
-    assert state.run.writer.count == 0  # deferred: nothing done in the caller
+    environment, plugin = plugin_for(tmp_path)
+    plugin.recorder.report(record(0))
+    assert plugin.run.writer.count == 0  # deferred: nothing done in the caller
     gevent.sleep(0.01)
-    assert state.run.writer.count == 1
+    assert plugin.run.writer.count == 1
     stats = environment.runner.stats
     assert stats.get("s", "LLM").num_requests == 1
     assert stats.get("s", "TTFT").num_requests == 1
@@ -38,17 +39,27 @@ def test_reports_wait_for_an_idle_loop_then_reach_run_and_stats(tmp_path: Path) 
 
 
 def test_a_loop_that_is_never_idle_does_not_hold_records_back(tmp_path: Path) -> None:
-    environment, state = session_for(tmp_path)
+    _environment, plugin = plugin_for(tmp_path)
     # No yield at all between reports, as on a saturated load generator.
-    for i in range(kv_events.MAX_PENDING_REPORTS):
-        kv_events.report(environment, record(i))
-    assert len(state.pending_reports) == 0
-    assert state.run.writer.count == kv_events.MAX_PENDING_REPORTS
+    for i in range(MAX_PENDING_REPORTS):
+        plugin.recorder.report(record(i))
+    assert len(plugin.recorder.pending) == 0
+    assert plugin.run.writer.count == MAX_PENDING_REPORTS
 
 
 def test_drain_handles_everything_pending(tmp_path: Path) -> None:
-    environment, state = session_for(tmp_path)
+    _environment, plugin = plugin_for(tmp_path)
     for i in range(5):
-        kv_events.report(environment, record(i))
-    kv_events.drain_reports(environment)
-    assert state.run.writer.count == 5 and not state.pending_reports
+        plugin.recorder.report(record(i))
+    plugin.recorder.drain()
+    assert plugin.run.writer.count == 5 and not plugin.recorder.pending
+
+
+def test_every_kept_record_fires_record_kept(tmp_path: Path) -> None:
+    _environment, plugin = plugin_for(tmp_path)
+    seen: list[str] = []
+    plugin.events.record_kept.add_listener(lambda record: seen.append(record.request_id))
+    for i in range(3):
+        plugin.recorder.report(record(i))
+    plugin.recorder.drain()
+    assert seen == ["r0", "r1", "r2"]

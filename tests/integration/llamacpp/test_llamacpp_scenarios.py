@@ -100,7 +100,7 @@ def test_reuse_scenarios_hit_the_cache_and_beat_cold_start(runs) -> None:
 
 def test_server_counters_over_the_window_equal_the_recorded_tokens(runs) -> None:
     for name, (rows, meta) in runs.items():
-        deltas = meta["server"]["metrics"]["target"]["deltas"]
+        deltas = meta["server"]["sources"]["target"]["deltas"]
         cached = sum(int(r["cached_tokens"] or 0) for r in rows)
         output = sum(int(r["output_tokens"]) for r in rows)
         assert deltas["llamacpp:prompt_tokens_cached_total"] == cached, name

@@ -2,8 +2,8 @@
 
 Workers keep finished records in a bounded outbox and ship it with every stats report
 (`report_to_master`, every few seconds), or at once as a `kvswarm_records` message when it
-fills. When a worker's test stops it ships the rest with `final: true`. The master appends
-every batch to the run's one requests.csv.
+fills. When a worker's test stops the plugin ships the rest with `final: true`
+(`ship_final`). The master appends every batch to the run's one requests.csv.
 
 Locust's headless `--run-time` ends a distributed run by firing the master's `test_stop`
 before the workers have stopped. So the master, in its `test_stop`, asks every worker
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from kvswarm.records import RequestRecord, record_from_dict, record_to_dict
+from kvswarm.runrecord import FleetSection, WorkerShipment
 
 RECORDS_MESSAGE = "kvswarm_records"
 STOP_MESSAGE = "kvswarm_stop"
@@ -46,7 +48,6 @@ class WorkerOutbox:
         assert isinstance(runner, WorkerRunner)
         runner.register_message(STOP_MESSAGE, self._on_stop_request)
         environment.events.report_to_master.add_listener(self._on_report)
-        environment.events.test_stop.add_listener(self._on_test_stop)
 
     def add(self, record: RequestRecord) -> None:
         self.records.append(record_to_dict(record))
@@ -66,12 +67,13 @@ class WorkerOutbox:
         if self.records:
             data[REPORT_KEY] = self._take()
 
-    def _on_test_stop(self, environment: Environment, **_kwargs: Any) -> None:
+    def ship_final(self) -> None:
+        """Ship everything left, marked as this worker's last batch of the test."""
         self._send(final=True)
 
     def _on_stop_request(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
-        # Stopping fires test_stop, which ships the final batch (with any request the
-        # stop cancelled); a worker that has already stopped has already shipped it.
+        # Stopping fires test_stop, where the plugin ships the final batch (with any
+        # request the stop cancelled); a worker already stopped has already shipped it.
         environment.runner.stop()
 
 
@@ -83,10 +85,12 @@ class WorkerTally:
 
 @dataclass
 class MasterCollector:
-    """The master's side: appends every batch to the open run, tallies per worker."""
+    """The master's side: hands every batch to `keep` while a run is open (`is_open`),
+    and tallies per worker."""
 
     environment: Environment
-    sink: Any  # the Session: `sink.run` is the open run or None, `sink.keep(record)`
+    keep: Callable[[RequestRecord], None]
+    is_open: Callable[[], bool]
     workers: dict[str, WorkerTally] = field(default_factory=dict)
     late_records: int = 0
 
@@ -104,8 +108,7 @@ class MasterCollector:
         tally = self.workers.setdefault(worker_id, WorkerTally())
         tally.records += len(records)
         tally.final = tally.final or final
-        run = self.sink.run
-        if run is None:
+        if not self.is_open():
             self.late_records += len(records)
             if records:
                 logger.warning(
@@ -115,7 +118,7 @@ class MasterCollector:
                 )
             return
         for data in records:
-            self.sink.keep(record_from_dict(data))
+            self.keep(record_from_dict(data))
 
     def _on_records(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
         data = msg.data or {}
@@ -131,11 +134,11 @@ class MasterCollector:
         live = {node.id for node in runner.clients.all if node.state != STATE_MISSING}
         return {worker for worker in live if not self.workers.get(worker, WorkerTally()).final}
 
-    def collect_final_batches(self, timeout_s: float = FINAL_BATCH_TIMEOUT_S) -> dict[str, Any]:
+    def collect_final_batches(self, timeout_s: float = FINAL_BATCH_TIMEOUT_S) -> FleetSection:
         """Ask running workers to stop and wait for their final batches.
 
-        Returns the per-worker part of run.json: records shipped, and which workers were
-        lost (no final batch: killed, or their heartbeats stopped).
+        Returns run.json's `fleet` section: records shipped per worker, and which workers
+        were lost (no final batch: killed, or their heartbeats stopped).
         """
         pending = self._live_workers_without_final()
         for worker in pending:
@@ -150,10 +153,12 @@ class MasterCollector:
             for node in self.environment.runner.clients.all
             if node.id not in self.workers and node.state == STATE_MISSING
         )
-        return {
-            "workers": {
-                worker: {"records": tally.records, "final_batch": tally.final}
+        return FleetSection(
+            distributed=True,
+            workers={
+                worker: WorkerShipment(records=tally.records, final_batch=tally.final)
                 for worker, tally in sorted(self.workers.items())
             },
-            "lost_workers": lost,
-        }
+            lost_workers=tuple(lost),
+            late_records=self.late_records,
+        )

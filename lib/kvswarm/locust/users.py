@@ -1,9 +1,8 @@
-"""The Locust User base class every kvswarm scenario builds on."""
+"""`LLMUser`: the Locust User every kvswarm scenario builds on."""
 
 from __future__ import annotations
 
 import itertools
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,16 +10,11 @@ from typing import Any
 from gevent import GreenletExit
 from locust import User
 
-from kvswarm import events as kv_events
 from kvswarm.client import CompletionRequest, StreamingClient, StreamResult
+from kvswarm.locust.binding import plugin_of
 from kvswarm.records import CANCELLED, RequestRecord, build_record
 
-# How vLLM, llama.cpp and SGLang word a prompt that does not fit the context window.
-_CONTEXT_ERROR = re.compile(
-    r"maximum context length|context length|context size|exceeds? the available context|"
-    r"too long|max_model_len",
-    re.IGNORECASE,
-)
+__all__ = ["LLMUser"]
 
 
 class LLMUser(User):
@@ -37,12 +31,12 @@ class LLMUser(User):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        state = kv_events.session(environment)
-        self.kv = state
-        self.user_id = state.next_user_id()
+        self.kv = plugin_of(environment)
+        settings = self.kv.settings
+        self.user_id = self.kv.next_user_id()
         self._sequence = itertools.count(1)
         self.llm = StreamingClient(
-            state.base_url(self.host), api_key=state.api_key, timeouts=state.timeouts
+            self.host or settings.base_url, api_key=settings.api_key, timeouts=settings.timeouts
         )
 
     def on_stop(self) -> None:
@@ -59,14 +53,16 @@ class LLMUser(User):
         expected_hit: bool = False,
     ) -> StreamResult:
         """Send one completion request (chat or completions, as configured) and report it."""
-        config = self.kv.config
+        kv = self.kv
+        settings = kv.settings
+        config = settings.config
         generation = config.generation
-        request_id = f"{self.kv.worker_id}-{self.user_id}-{next(self._sequence)}"
+        request_id = f"{kv.worker_id}-{self.user_id}-{next(self._sequence)}"
         extra: dict[str, Any] = {"temperature": generation.temperature}
         if generation.ignore_eos:
             extra["ignore_eos"] = True
         request = CompletionRequest(
-            endpoint=self.kv.endpoint,
+            endpoint=settings.endpoint,
             model=config.model_name,
             max_tokens=max_tokens or config.max_tokens,
             messages=messages,
@@ -77,11 +73,11 @@ class LLMUser(User):
         )
         identity = {
             "request_id": request_id,
-            "worker_id": self.kv.worker_id,
+            "worker_id": kv.worker_id,
             "user_id": self.user_id,
             "scenario": self.scenario,
-            "mode": self.kv.mode,
-            "endpoint": self.kv.endpoint,
+            "mode": settings.mode,
+            "endpoint": settings.endpoint,
             "prefix_id": prefix_id,
             "prefix_tokens": prefix_tokens,
             "expected_hit": expected_hit,
@@ -92,24 +88,23 @@ class LLMUser(User):
         except GreenletExit:
             if not self.llm.request_sent:
                 raise  # stopped before anything was sent: no request to account for
-            kv_events.record(
-                self.environment,
+            kv.recorder.record(
                 RequestRecord(
                     streamed=request.stream,
                     start_unix_s=started,
                     failure=CANCELLED,
                     error="stopped by the test before the response ended",
                     **identity,
-                ),
+                )
             )
             raise
-        kv_events.report(self.environment, build_record(result, **identity))
-        if result.failure == "http_400" and _CONTEXT_ERROR.search(result.error):
-            kv_events.abort(
-                self.environment,
+        engine = kv.engine
+        kv.recorder.report(build_record(result, engine.request_timings(result), **identity))
+        if engine.is_context_error(result.status_code, result.error):
+            kv.abort(
                 f"scenario {self.scenario}: the server rejected a prompt as too long for the "
                 f"model's context ({result.error}); set target.max_model_len to the served "
-                f"model's context length, or shorten scenarios.{self.scenario}",
+                f"model's context length, or shorten scenarios.{self.scenario}"
             )
         return result
 

@@ -1,0 +1,164 @@
+"""kvswarm's `--kv-*` options, and the settings a test runs with.
+
+The options are Locust arguments (so they show in `--help` where the locustfile is
+loaded first, in the web UI's start form, and travel from the master to every worker
+with each spawn message). They are read when a test starts — never at import — so values
+changed in the start form take effect, and workers use the master's mode, run id and
+endpoint whatever they were started with.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kvswarm.client import Timeouts, api_key_from_environment
+from kvswarm.config import Config, load_config
+from kvswarm.errors import ConfigError
+from kvswarm.urls import check_url
+
+__all__ = ["MODES", "KvOptions", "RunSettings", "add_arguments"]
+
+MODES = ("non_disaggregated", "pd_disaggregated")
+# Set by the master (or a standalone process) when a test starts, and shipped to every
+# worker with the spawn messages: the run's unique identity, which goes into every
+# designed-miss prompt so that no run can find another run's "cold" prompts cached.
+RUN_UID_OPTION = "kv_run_uid"
+
+
+def add_arguments(parser: Any) -> None:
+    """Add kvswarm's options to Locust's argument parser.
+
+    Not in an argument group: Locust's web-UI flags (`is_secret`, `include_in_web_ui`)
+    are only understood by its parser's own `add_argument`."""
+    parser.add_argument(
+        "--kv-config",
+        default="",
+        env_var="KVSWARM_CONFIG",
+        help="kvswarm YAML config (default: built-in defaults, as configs/test_config.yaml); "
+        "it also decides which scenario user classes exist",
+    )
+    parser.add_argument(
+        "--kv-mode",
+        default="non_disaggregated",
+        choices=MODES,
+        help="deployment mode under test; picks deployment_modes.<mode>.base_url "
+        "unless --host is given (workers use the master's)",
+    )
+    parser.add_argument(
+        "--kv-results",
+        default="",
+        env_var="KVSWARM_RESULTS",
+        help="directory for <run-id>/ (requests.csv, run.json, summary.txt); "
+        "default: the config's results.dir (results)",
+    )
+    parser.add_argument(
+        "--kv-endpoint",
+        default="",
+        choices=["", "chat", "completions"],
+        help="API to call: chat (/v1/chat/completions) or completions (/v1/completions); "
+        "default from the config",
+    )
+    parser.add_argument(
+        "--kv-run-id",
+        default="",
+        help="name of the run directory (default: UTC time and mode); an existing one is refused",
+    )
+    parser.add_argument(
+        "--kv-api-key",
+        default="",
+        is_secret=True,
+        help="API key sent as a bearer token (default: config target.api_key, "
+        "$KVSWARM_API_KEY or $OPENAI_API_KEY); never written to results",
+    )
+    parser.add_argument(
+        "--kv-run-uid",
+        dest=RUN_UID_OPTION,
+        default="",
+        include_in_web_ui=False,
+        help=argparse.SUPPRESS,
+    )
+
+
+@dataclass(frozen=True)
+class KvOptions:
+    """kvswarm's options as Locust parsed them (or as the start form changed them)."""
+
+    config_path: str | None = None
+    mode: str = "non_disaggregated"
+    results: str = ""
+    endpoint: str = ""
+    run_id: str = ""
+    api_key: str = ""
+    run_uid: str = ""
+
+    @classmethod
+    def from_parsed(cls, parsed: Any) -> KvOptions:
+        """From `environment.parsed_options` (None: the defaults)."""
+
+        def get(name: str) -> Any:
+            return getattr(parsed, name, None) if parsed is not None else None
+
+        return cls(
+            config_path=get("kv_config") or None,
+            mode=get("kv_mode") or "non_disaggregated",
+            results=get("kv_results") or "",
+            endpoint=get("kv_endpoint") or "",
+            run_id=get("kv_run_id") or "",
+            api_key=get("kv_api_key") or "",
+            run_uid=get(RUN_UID_OPTION) or "",
+        )
+
+    def for_record(self) -> dict[str, Any]:
+        """What run.json keeps of them: everything but the key's value."""
+        return {
+            "config": self.config_path,
+            "mode": self.mode,
+            "results": self.results or None,
+            "endpoint": self.endpoint or None,
+            "run_id": self.run_id or None,
+            "api_key": "<redacted>" if self.api_key else None,
+        }
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a test needs from the options and the config, validated once."""
+
+    options: KvOptions
+    config: Config
+    mode: str
+    endpoint: str
+    api_key: str | None
+    results_dir: Path
+    base_url: str
+
+    @classmethod
+    def resolve(cls, options: KvOptions, host: str | None) -> RunSettings:
+        """Load the config and settle the target; `ConfigError` names what is wrong."""
+        if options.mode not in MODES:
+            raise ConfigError(f"--kv-mode: must be one of {', '.join(MODES)}, got {options.mode!r}")
+        config = load_config(options.config_path)
+        if host:
+            try:
+                base_url = check_url(host)
+            except ValueError as exc:
+                raise ConfigError(f"--host: {exc}") from None
+        else:
+            base_url = config.base_url_for(options.mode)  # type: ignore[arg-type]
+        return cls(
+            options=options,
+            config=config,
+            mode=options.mode,
+            endpoint=options.endpoint or config.target.endpoint,
+            api_key=options.api_key or config.target.api_key or api_key_from_environment(),
+            results_dir=Path(options.results or config.results.dir),
+            base_url=base_url,
+        )
+
+    @property
+    def timeouts(self) -> Timeouts:
+        t = self.config.timeouts
+        return Timeouts(connect_s=t.connect_s, ttft_s=t.ttft_s, idle_s=t.idle_s)

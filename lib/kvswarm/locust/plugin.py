@@ -1,0 +1,435 @@
+"""The kvswarm plugin: kvswarm bound to one Locust `Environment`, with an explicit lifecycle.
+
+Importing this module (every kvswarm locustfile does) adds the `--kv-*` options to
+Locust's parser and one listener to Locust's `init` event, which makes a `KvswarmPlugin`
+for the environment. From then on everything hangs on that object and on its
+environment's events, in this order:
+
+- `init`: options and config validated (a bad one ends the process with one line and exit
+  code 2 before any load), scenario classes narrowed to `--tags`, prompts checked to fit
+  the model's context;
+- `test_start`: options re-read (the web UI's start form may have changed them; workers get
+  the master's), then on the results-owning process (standalone or master) the run
+  directory, the server-metrics window and the run's unique id; on every process that
+  runs users the token sizer and the shared pools;
+- each finished request: kept (requests.csv, or shipped to the master) and reported to
+  Locust's statistics (`Recorder`);
+- `test_stop`: pending reports drained; a worker ships its workload stats, then its final
+  batch of records; the results owner waits for every worker's final batch, closes the
+  server window, writes run.json's sections and the summary;
+- `quitting`: a run still open is marked `interrupted` (a signal or a quit ended it);
+- `quit`: the summary is printed after Locust's own tables.
+
+Library code raises `KvswarmError`; only the entry points (this module's `init` listener,
+the locustfile loader) turn it into one line on stderr and exit code 2; during a test a
+problem the user must fix aborts the run (`abort`), which says so in run.json.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, NoReturn
+
+import gevent
+import locust
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from kvswarm.config import Config, redacted
+from kvswarm.engines import EngineProfile, detect_engine, engine_profile
+from kvswarm.errors import KvswarmError
+from kvswarm.live import LiveLatency
+from kvswarm.locust.binding import bind, plugin_of
+from kvswarm.locust.events import KvswarmEvents
+from kvswarm.locust.options import RUN_UID_OPTION, KvOptions, RunSettings, add_arguments
+from kvswarm.locust.recorder import Recorder
+from kvswarm.locust.scenarios import ScenarioSetup, scenario_classes
+from kvswarm.locust.shipping import MasterCollector, WorkerOutbox
+from kvswarm.locust.upstream import apply_workarounds
+from kvswarm.metrics_sources import ServerWindow
+from kvswarm.records import RequestRecord
+from kvswarm.rundir import RunDirectory
+from kvswarm.runrecord import FleetSection, LocustSection, Window
+
+__all__ = ["KvswarmPlugin", "exit_with", "plugin_of"]
+
+ABORT_MESSAGE = "kvswarm_abort"
+SUMMARY_TXT = "summary.txt"
+
+logger = logging.getLogger(__name__)
+
+
+def exit_with(message: str) -> NoReturn:
+    """End the process before any load: one line on stderr, exit code 2."""
+    print(f"kvswarm: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+class KvswarmPlugin:
+    """kvswarm bound to one Locust environment (see the module's docstring for its
+    lifecycle). `plugin_of(environment)` finds it; users reach it as `self.kv`."""
+
+    def __init__(self, environment: Environment, settings: RunSettings | None = None) -> None:
+        self.environment = environment
+        self.events = KvswarmEvents()
+        runner = environment.runner
+        self.is_worker = isinstance(runner, WorkerRunner)
+        self.is_master = isinstance(runner, MasterRunner)
+        self.worker_id: str = runner.client_id if self.is_worker else "local"
+        self.settings = settings or RunSettings.resolve(
+            KvOptions.from_parsed(environment.parsed_options), environment.host
+        )
+        # The worker's own options, for what the master's cannot give it (a config path
+        # that exists only on the master's host).
+        self._own_options = self.settings.options
+        self.run_uid = ""
+        self.engine: EngineProfile = engine_profile("openai")
+        self.recorder = Recorder(environment, keep=self._keep)
+        self.live = LiveLatency()
+        self.run: RunDirectory | None = None
+        self.server: ServerWindow | None = None
+        self.summary_text = ""
+        self._ending: tuple[str, str] | None = None
+        self._signal = ""
+        self._timers: list[Any] = []
+        self._user_ids = itertools.count(1)
+        self.scenarios = ScenarioSetup(self)
+        self.outbox = WorkerOutbox(environment) if self.is_worker else None
+        self.collector: MasterCollector | None = None
+        if self.is_master:
+            self.collector = MasterCollector(environment, self._keep, lambda: self.run is not None)
+            self.collector.install()
+            runner.register_message(ABORT_MESSAGE, self._on_worker_abort)
+        bind(environment, self)
+
+    @property
+    def owns_results(self) -> bool:
+        """The process that writes results: a standalone run or the master, never a worker."""
+        return not self.is_worker
+
+    def next_user_id(self) -> int:
+        return next(self._user_ids)
+
+    # -- binding to Locust ---------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Check the test can start, and listen to the environment's events."""
+        if self.owns_results:
+            select_by_tags(self.environment)
+        ScenarioSetup.check_fit(self.settings.config, self.environment.user_classes)
+        events = self.environment.events
+        events.test_start.add_listener(self._on_test_start)
+        events.test_stop.add_listener(self._on_test_stop)
+        events.quitting.add_listener(self._on_quitting)
+        events.quit.add_listener(self._on_quit)
+        if self.environment.web_ui is not None:
+            self._add_web_routes()
+
+    def watch_signals(self) -> None:
+        """Note SIGTERM and SIGINT, so a run they end says `interrupted` and why.
+
+        Locust's own handling goes on: SIGTERM watchers all fire (gevent), and the
+        previous SIGINT handler is called after ours."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        gevent.signal_handler(signal.SIGTERM, lambda: self._note_signal("SIGTERM"))
+        previous = signal.getsignal(signal.SIGINT)
+        if previous in (signal.SIG_IGN, None):
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            self._note_signal("SIGINT")
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
+
+    def _note_signal(self, name: str) -> None:
+        self._signal = name
+
+    # -- test lifecycle ------------------------------------------------------------------
+
+    def _on_test_start(self, environment: Environment, **_kwargs: Any) -> None:
+        self._ending = None
+        try:
+            self.settings = self._settings_for_this_test()
+            if self.owns_results:
+                self._open_run()
+            else:
+                self.run_uid = self.settings.options.run_uid or (
+                    f"{self.worker_id}.{secrets.token_hex(4)}"
+                )
+                self.engine = engine_profile(self._engine_name())
+            self.scenarios.start()
+        except KvswarmError as exc:
+            self.abort(str(exc))
+
+    def _settings_for_this_test(self) -> RunSettings:
+        options = KvOptions.from_parsed(self.environment.parsed_options)
+        if (
+            self.is_worker
+            and options.config_path
+            and not Path(options.config_path).exists()
+            and self._own_options.config_path
+        ):
+            # The master's config file is not on this host: use this worker's own.
+            options = KvOptions(**{**vars(options), "config_path": self._own_options.config_path})
+        return RunSettings.resolve(options, self.environment.host)
+
+    def _engine_name(self) -> str:
+        configured = self.settings.config.target.engine
+        return configured if configured != "auto" else detect_engine(self.settings.base_url)[0]
+
+    def _open_run(self) -> None:
+        settings = self.settings
+        config = settings.config
+        self.server = ServerWindow.open(
+            settings.base_url, config.target.engine, dict(config.metrics_endpoints)
+        )
+        self.engine = engine_profile(self.server.engine)
+        self.run = RunDirectory.create(
+            settings.results_dir,
+            mode=settings.mode,
+            run_id=settings.options.run_id or None,
+            flush_interval_s=config.results.flush_interval_s,
+            target=settings.base_url,
+            engine=self.engine.name,
+            endpoint=settings.endpoint,
+            model=config.model_name,
+            seed=config.seed,
+            config_path=settings.options.config_path,
+            config=redacted(config),
+            options=settings.options.for_record(),
+            locust=self._locust_section(),
+            fleet=FleetSection(distributed=self.is_master),
+        )
+        self.run.update(window=Window(self.run.record.window.start_unix_s, None, _warmup(config)))
+        self.run_uid = f"{self.run.path.name}.{secrets.token_hex(4)}"
+        if self.environment.parsed_options is not None:
+            # Shipped to every worker with the spawn messages that follow.
+            setattr(self.environment.parsed_options, RUN_UID_OPTION, self.run_uid)
+        self.live = LiveLatency()
+        if self.collector is not None:
+            self.collector.start()
+        self._timers = [
+            gevent.spawn(_flush_periodically, self.run, config.results.flush_interval_s)
+        ]
+        if _warmup(config) > 0:
+            self._timers.append(gevent.spawn_later(_warmup(config), self.server.mark_measuring))
+        self._warn_if_scenarios_get_no_users()
+        self.events.run_opened.fire(environment=self.environment, run=self.run)
+        logger.info("kvswarm: recording to %s", self.run.path)
+
+    def _locust_section(self) -> LocustSection:
+        options = self.environment.parsed_options
+        run_time = getattr(options, "run_time", None)
+        return LocustSection(
+            users=getattr(options, "num_users", None),
+            spawn_rate=getattr(options, "spawn_rate", None),
+            run_time_s=float(run_time) if run_time else None,
+            user_classes=tuple(sorted(cls.__name__ for cls in self.environment.user_classes)),
+            tags=tuple(getattr(options, "tags", None) or ()),
+            exclude_tags=tuple(getattr(options, "exclude_tags", None) or ()),
+            headless=getattr(options, "headless", None),
+        )
+
+    def _warn_if_scenarios_get_no_users(self) -> None:
+        users = getattr(self.environment.parsed_options, "num_users", None)
+        active = [cls for cls in scenario_classes(self.environment.user_classes) if cls.weight]
+        if users and active and users < len(active) and self.environment.shape_class is None:
+            print(
+                f"kvswarm: warning: {users} user(s) for {len(active)} scenarios: "
+                f"{len(active) - users} scenario(s) will send nothing; use -u {len(active)} or "
+                f"more, or pick scenarios by class name or --tags",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _keep(self, request: RequestRecord) -> None:
+        """A finished request: to the master (worker), or to the open run."""
+        if self.outbox is not None:
+            self.outbox.add(request)
+        elif self.run is not None:
+            self.run.add(request)
+            self.live.add(request)
+            self.events.record_kept.fire(record=request)
+
+    def _on_test_stop(self, environment: Environment, **_kwargs: Any) -> None:
+        self.recorder.drain()
+        if self.is_worker:
+            # Stats first: the master closes the run when the final batch arrives.
+            self.scenarios.ship_stats()
+            assert self.outbox is not None
+            self.outbox.ship_final()
+            return
+        self._close_run()
+
+    def _close_run(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        if self.collector is not None:
+            run.update(fleet=self.collector.collect_final_batches())
+        if self.server is not None:
+            run.update(server=self.server.close())
+            self.server = None
+        run.update(**self.scenarios.sections())
+        self.events.run_closing.fire(environment=self.environment, run=run)
+        for timer in self._timers:
+            timer.kill(block=False)
+        self._timers = []
+        status, reason = self._ending or ("finished", "")
+        run.finish(status=status, reason=reason)
+        self.run = None
+        self.summary_text = write_summary(run.path)
+
+    def _on_quitting(self, environment: Environment, **_kwargs: Any) -> None:
+        if self.run is not None and self._ending is None:
+            why = f"{self._signal} received" if self._signal else "Locust quit"
+            self._ending = ("interrupted", f"{why} before the test ended")
+
+    def _on_quit(self, **_kwargs: Any) -> None:
+        if self.summary_text:
+            print("\n" + self.summary_text, end="", flush=True)
+
+    # -- ending a test early -------------------------------------------------------------
+
+    def abort(self, message: str) -> None:
+        """End the whole test for a problem the user must fix: one line, exit code 2,
+        run.json `status: aborted` with the message. On a worker, the master is told and
+        ends the test for every worker."""
+        if self._ending is not None and self._ending[0] == "aborted":
+            return
+        self._ending = ("aborted", message)
+        runner = self.environment.runner
+        if self.is_worker:
+            runner.send_message(ABORT_MESSAGE, {"message": message})
+            return
+        print(f"kvswarm: {message}", file=sys.stderr, flush=True)
+        self.environment.process_exit_code = 2
+        # Not from this greenlet: quitting kills the users, and the caller may be one.
+        headless = getattr(self.environment.parsed_options, "headless", False)
+        gevent.spawn(runner.quit if headless else runner.stop)
+
+    def _on_worker_abort(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
+        self.abort(msg.data["message"])
+
+    # -- web UI --------------------------------------------------------------------------
+
+    def _add_web_routes(self) -> None:
+        app = self.environment.web_ui.app
+
+        @app.route("/kvswarm/live")
+        def kvswarm_live() -> Any:
+            """Live TTFT/TPOT/ITL/E2E percentiles (ms) per scenario, across all workers."""
+            from flask import jsonify
+
+            return jsonify(
+                {
+                    "run": str(self.run.path) if self.run else None,
+                    "requests": self.live.requests,
+                    "percentiles_ms": self.live.percentiles_ms(),
+                }
+            )
+
+    # -- outside the locust command ------------------------------------------------------
+
+    @classmethod
+    def recording(
+        cls, environment: Environment, results_dir: Path, config: Config | None = None
+    ) -> KvswarmPlugin:
+        """A plugin with an open run for an environment that Locust's `init` never saw
+        (benchmarks and tests that drive kvswarm's reporting without the locust command)."""
+        settings = RunSettings(
+            options=KvOptions(),
+            config=config or Config(),
+            mode="non_disaggregated",
+            endpoint="chat",
+            api_key=None,
+            results_dir=results_dir,
+            base_url="http://127.0.0.1:1/v1",
+        )
+        plugin = cls(environment, settings)
+        plugin.run = RunDirectory.create(results_dir, mode=settings.mode)
+        return plugin
+
+
+def select_by_tags(environment: Environment) -> None:
+    """Leave out the scenario classes that `--tags` / `--exclude-tags` leave no task in.
+
+    Locust filters tasks by tag but keeps spawning users of classes left without tasks
+    (each logging "No tasks defined" in a tight loop). A tag that matches no scenario is
+    a one-line error listing the scenario tags."""
+    options = environment.parsed_options
+    tags = set(getattr(options, "tags", None) or ())
+    excluded = set(getattr(options, "exclude_tags", None) or ())
+    if not tags and not excluded:
+        return
+    scenarios = scenario_classes(environment.user_classes)
+    keep = [
+        cls
+        for cls in scenarios
+        if (not tags or cls.scenario in tags) and cls.scenario not in excluded
+    ]
+    if scenarios and not keep:
+        known = ", ".join(cls.scenario for cls in scenarios)
+        given = ", ".join(sorted(tags)) or "(none)"
+        raise KvswarmError(
+            f"--tags {given} --exclude-tags {', '.join(sorted(excluded)) or '(none)'} "
+            f"leave no scenario to run; the scenario tags are: {known}"
+        )
+    unknown = sorted(tags - {cls.scenario for cls in scenarios})
+    if unknown and len(scenarios) == len(environment.user_classes):
+        known = ", ".join(cls.scenario for cls in scenarios)
+        raise KvswarmError(
+            f"--tags: no scenario is tagged {', '.join(unknown)}; the scenario tags are: {known}"
+        )
+    others = [cls for cls in environment.user_classes if cls not in scenarios]
+    environment.user_classes[:] = others + keep
+
+
+def write_summary(run_path: Path) -> str:
+    """Compute the exact summary from the run's files and write summary.txt."""
+    # The analysis package imports pandas: loaded here, at the end of a run, not on every
+    # worker's start.
+    from kvswarm.analysis.runs import load_run
+    from kvswarm.analysis.summary import format_summary, summarize
+
+    text = format_summary(summarize(load_run(run_path)), str(run_path))
+    (run_path / SUMMARY_TXT).write_text(text, encoding="utf-8")
+    return text
+
+
+def _warmup(config: Config) -> float:
+    return config.results.warmup_s
+
+
+def _flush_periodically(run: RunDirectory, interval_s: float) -> None:
+    # Appends flush on their own; this covers quiet spells (a stalled server).
+    while True:
+        gevent.sleep(interval_s)
+        run.writer.flush()
+
+
+def _bind(environment: Environment, **_kwargs: Any) -> None:
+    """Locust's `init`: one plugin per environment; a problem the user must fix ends the
+    process with one line and exit code 2 before any load is sent."""
+    try:
+        plugin = KvswarmPlugin(environment)
+        plugin.attach()
+    except KvswarmError as exc:
+        exit_with(str(exc))
+    plugin.watch_signals()
+
+
+apply_workarounds()
+locust.events.init_command_line_parser.add_listener(add_arguments)
+locust.events.init.add_listener(_bind)

@@ -1,0 +1,299 @@
+"""Scenario user classes, made from the config, and the workload side of a test.
+
+Every scenario in the config (`scenarios.<name>`, with a workload `type`) becomes one
+Locust user class, named by `user_class_name` (`cold_start` -> `ColdStartUser`), tagged
+with its scenario name, weighted by `weight` (`enabled: false` gives weight 0, which
+Locust leaves out). Pick them by class name, in the web UI's class picker, or by tag.
+
+At test start every process that runs users (standalone, each worker) settles how it
+sizes prompts in tokens and builds the shared pools once, before any user sends; the
+first use of a pool item anywhere in the fleet is announced to every other process
+(`PREFIX_MESSAGE`), so it is a designed miss once per fleet, not once per process. At
+test end the workload stats of every process (designed and realised reuse, prompt
+lengths) reach run.json's `workloads` and `tokens` sections.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from locust import tag, task
+from locust.runners import MasterRunner, WorkerRunner
+
+from kvswarm.client import CompletionRequest, StreamingClient
+from kvswarm.config import Config, ScenarioConfig
+from kvswarm.errors import KvswarmError
+from kvswarm.locust.naming import user_class_name
+from kvswarm.locust.users import LLMUser
+from kvswarm.tokens import RatioSizer, SizerChoice, TokenSizer, choose_sizer
+from kvswarm.workloads import (
+    Workload,
+    WorkloadStats,
+    make_workload,
+    merge_stats,
+    shared_material,
+)
+
+if TYPE_CHECKING:
+    from kvswarm.locust.plugin import KvswarmPlugin
+
+__all__ = ["ScenarioSetup", "ScenarioUser", "make_user_classes", "scenario_classes"]
+
+WORKLOADS_MESSAGE = "kvswarm_workloads"
+PREFIX_MESSAGE = "kvswarm_prefix_used"
+
+
+class ScenarioUser(LLMUser):
+    """A user of one scenario: sends its workload's requests, hands back the replies."""
+
+    abstract = True
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.workload: Workload = self.kv.scenarios.new_workload(self.scenario, self.user_id)
+        self._config = self.kv.settings.config.scenarios[self.scenario]
+
+    def wait_time(self) -> float:
+        return random.uniform(self._config.wait_min_s, self._config.wait_max_s)
+
+    def next_request(self) -> None:
+        """Send the workload's next request; a successful reply goes back to it."""
+        request = self.workload.next_request()
+        result = self.send(
+            messages=request.messages,
+            prompt=request.prompt,
+            max_tokens=request.max_tokens,
+            prefix_id=request.prefix_id,
+            prefix_tokens=request.prefix_tokens,
+            expected_hit=request.expected_hit,
+        )
+        if result.ok:
+            self.workload.observe_reply(request, result.text)
+
+
+def _scenario_task(scenario: str) -> Any:
+    def run_scenario(user: ScenarioUser) -> None:
+        user.next_request()
+
+    run_scenario.__name__ = scenario
+    return task(tag(scenario)(run_scenario))
+
+
+def make_user_classes(config: Config, module: str) -> dict[str, type[ScenarioUser]]:
+    """One user class per scenario of `config`, by class name, for a locustfile's globals."""
+    classes: dict[str, type[ScenarioUser]] = {}
+    for name, scenario in config.scenarios.items():
+        class_name = user_class_name(name)
+        classes[class_name] = type(
+            class_name,
+            (ScenarioUser,),
+            {
+                "__module__": module,
+                "__qualname__": class_name,
+                "__doc__": _describe(name, scenario),
+                "scenario": name,
+                "weight": scenario.weight if scenario.enabled else 0,
+                name: _scenario_task(name),
+            },
+        )
+    return classes
+
+
+def _describe(name: str, scenario: ScenarioConfig) -> str:
+    shared = (
+        f"{scenario.shared_tokens_min}-{scenario.shared_tokens_max}-token shared prefixes "
+        f"(pool of {scenario.pool_size}), "
+        if scenario.shared_tokens_max
+        else ""
+    )
+    return (
+        f"Scenario {name} (type {scenario.type}): {shared}{scenario.unique_tokens}-token "
+        f"unique parts, {scenario.reuse_ratio:.0%} reuse."
+    )
+
+
+def scenario_classes(classes: Iterable[type]) -> list[type[ScenarioUser]]:
+    """The scenario user classes among `classes`."""
+    return [cls for cls in classes if isinstance(cls, type) and issubclass(cls, ScenarioUser)]
+
+
+class ScenarioSetup:
+    """The workload side of one process's tests: sizing, pools, fleet-wide first uses and
+    workload stats."""
+
+    def __init__(self, plugin: KvswarmPlugin) -> None:
+        self.plugin = plugin
+        self.sizer: SizerChoice | None = None
+        self.workloads: list[Workload] = []
+        self.received: list[dict[str, Any]] = []
+        self.sizers: dict[str, dict[str, Any]] = {}
+        runner = plugin.environment.runner
+        if isinstance(runner, MasterRunner):
+            runner.register_message(WORKLOADS_MESSAGE, self._on_worker_workloads)
+            runner.register_message(PREFIX_MESSAGE, self._relay_first_use)
+        elif isinstance(runner, WorkerRunner):
+            runner.register_message(PREFIX_MESSAGE, self._on_first_use_elsewhere)
+
+    # -- the checks before any load ---------------------------------------------------
+
+    @staticmethod
+    def check_fit(config: Config, classes: Iterable[type]) -> None:
+        """A scenario whose prompts + max_tokens cannot fit the context is a config error
+        before the test starts, not a stream of 400s later (`ConfigError`)."""
+        sizer = RatioSizer(config.tokenizer.chars_per_token)
+        for cls in scenario_classes(classes):
+            scenario = config.scenarios.get(cls.scenario)
+            if scenario is None or not scenario.enabled:
+                continue
+            _build(config, cls.scenario, sizer=sizer, run_id="check", worker_id="check", user_id=0)
+
+    # -- test lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """At test start on a process that runs users: sizer, pools, first-use hooks."""
+        self.workloads = []
+        self.received = []
+        self.sizers = {}
+        plugin = self.plugin
+        classes = scenario_classes(plugin.environment.user_classes)
+        if isinstance(plugin.environment.runner, MasterRunner) or not classes:
+            return
+        config = plugin.settings.config
+        missing = [cls.scenario for cls in classes if cls.scenario not in config.scenarios]
+        if missing:
+            raise KvswarmError(
+                f"the config no longer defines scenario(s) {', '.join(missing)}; user classes "
+                f"are made from the config the locustfile was loaded with"
+            )
+        self.sizer = self._choose_sizer()
+        material = shared_material(self.sizer.sizer)
+        material.seen.clear()  # a test's design starts from nothing sent
+        if isinstance(plugin.environment.runner, WorkerRunner):
+            material.seen.on_first_use = self._announce_first_use
+        for cls in classes:
+            # Builds the scenario's shared pool now, before any user sends.
+            self._build(cls.scenario, user_id=0).prepare()
+
+    def new_workload(self, scenario: str, user_id: int) -> Workload:
+        """A user's workload, counted in this process's stats."""
+        if self.sizer is None:
+            raise KvswarmError("scenario users start only after kvswarm's test_start")
+        workload = self._build(scenario, user_id=user_id)
+        self.workloads.append(workload)
+        return workload
+
+    def ship_stats(self) -> None:
+        """On a worker at test stop: this process's stats to the master (before the final
+        batch of records, so the master has them when it closes the run)."""
+        self.plugin.environment.runner.send_message(
+            WORKLOADS_MESSAGE,
+            {
+                "stats": self._stats_states(),
+                "sizer": self.sizer.as_dict() if self.sizer else None,
+            },
+        )
+
+    def sections(self) -> dict[str, Any]:
+        """run.json's `workloads`, `tokens` and `seed`, over every process."""
+        merged = merge_stats(
+            WorkloadStats.from_state(stats) for stats in [*self._stats_states(), *self.received]
+        )
+        sizers = dict(self.sizers)
+        if self.sizer is not None:
+            sizers["local"] = self.sizer.as_dict()
+        return {
+            "workloads": {name: stats.summary() for name, stats in sorted(merged.items())},
+            "tokens": {"sizing": sizers} if sizers else {},
+            "seed": self.plugin.settings.config.seed,
+        }
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _build(self, scenario: str, *, user_id: int) -> Workload:
+        assert self.sizer is not None
+        plugin = self.plugin
+        return _build(
+            plugin.settings.config,
+            scenario,
+            sizer=self.sizer.sizer,
+            run_id=plugin.run_uid,
+            worker_id=plugin.worker_id,
+            user_id=user_id,
+        )
+
+    def _stats_states(self) -> list[dict[str, Any]]:
+        merged = merge_stats(workload.stats for workload in self.workloads)
+        return [stats.as_state() for stats in merged.values()]
+
+    def _choose_sizer(self) -> SizerChoice:
+        plugin = self.plugin
+        settings = plugin.settings
+        base_url = settings.base_url
+
+        def observe(text: str) -> int:
+            """Send `text` as a one-token request; the server's usage.prompt_tokens."""
+            client = StreamingClient(base_url, api_key=settings.api_key, timeouts=settings.timeouts)
+            try:
+                result = client.complete(
+                    CompletionRequest(
+                        endpoint="completions",
+                        model=settings.config.model_name,
+                        max_tokens=1,
+                        prompt=text,
+                        stream=False,
+                    )
+                )
+            finally:
+                client.close()
+            if result.prompt_tokens is None:
+                raise KvswarmError(f"no usage.prompt_tokens in the reply ({result.error})")
+            return result.prompt_tokens
+
+        return choose_sizer(
+            settings.config.tokenizer,
+            base_url=base_url,
+            model=settings.config.model_name,
+            shape=plugin.engine.tokenize,
+            api_key=settings.api_key,
+            observe=observe,
+        )
+
+    def _announce_first_use(self, prefix_id: str) -> None:
+        self.plugin.environment.runner.send_message(PREFIX_MESSAGE, {"prefix_id": prefix_id})
+
+    def _relay_first_use(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
+        # To every worker, the sender included (it has marked the prefix already).
+        environment.runner.send_message(PREFIX_MESSAGE, msg.data)
+
+    def _on_first_use_elsewhere(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
+        if self.sizer is not None:
+            shared_material(self.sizer.sizer).seen.mark_seen(msg.data["prefix_id"])
+
+    def _on_worker_workloads(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
+        self.received.extend(msg.data.get("stats", []))
+        if msg.data.get("sizer"):
+            self.sizers[msg.node_id] = msg.data["sizer"]
+
+
+def _build(
+    config: Config,
+    scenario: str,
+    *,
+    sizer: TokenSizer,
+    run_id: str,
+    worker_id: str,
+    user_id: int,
+) -> Workload:
+    return make_workload(
+        scenario,
+        config.scenarios[scenario],
+        seed=config.seed,
+        run_id=run_id,
+        worker_id=worker_id,
+        user_id=user_id,
+        sizer=sizer,
+        max_model_len=config.max_model_len,
+        max_tokens=config.max_tokens,
+    )
