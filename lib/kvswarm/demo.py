@@ -1,11 +1,20 @@
 """`kvswarm demo`: every scenario against the simulated stack, in both deployment modes.
 
-For each mode it starts the simulated stack (`kvswarm sim`) in a child process, runs all
-five scenario classes together with `locust --headless` for `--seconds`, shows progress,
-and stops the stack; then it prints the headline numbers of both runs. Everything lands
-in `results/demo-<time>/`: one run directory per mode, Locust's logs and CSVs, and the
-demo's config. The numbers come from a simulator: they show how kvswarm measures, not how
-fast any real serving stack is.
+For each mode it starts the simulated stack (`kvswarm sim`) in a child process, then runs
+each of the config's scenarios on its own, one after another, with a short
+`locust --headless` run of a few users (`--seconds`, `--users`), so no scenario's requests
+queue behind another's cold prefills. It then prints, per mode and scenario, the median
+TTFT of designed cache hits against designed misses and against the cold-start baseline
+of the same mode, TPOT, and the reuse the config asked for, the workload realised and the
+server reported. The PD mode's KV blocks go through a real Mooncake store when the
+`mooncake` extra is installed; the headline names the store each mode used.
+
+Prompts are scaled down from the original suite (about a quarter of its lengths) so a
+short run gets many requests per scenario; the headline lists both sizes. Everything lands
+in `results/demo-<time>/`: the demo's config, and per mode the stack's log, one run
+directory per scenario (run.json, requests.csv, summary.txt) and Locust's logs and CSVs.
+The numbers come from a simulator: they show how kvswarm measures, not how fast any real
+serving stack is.
 
 With `--engine llamacpp` the target is instead a real llama.cpp `llama-server` with a
 tiny generated model (`kvswarm engine llamacpp`; built once, about 5 minutes), in the
@@ -15,22 +24,34 @@ non-disaggregated mode only, with prompts scaled to its 4096-token slots.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kvswarm import locustfile
+from kvswarm.config import Config, load_config
 from kvswarm.errors import KvswarmError
+from kvswarm.locust.naming import user_class_name
+
+if TYPE_CHECKING:
+    from kvswarm.analysis.headline import Headline
+
+__all__ = ["MODES", "DemoRun", "format_headlines", "register", "run_demo", "scenario_configs"]
 
 MODES = ("non_disaggregated", "pd_disaggregated")
 
-# Scenario lengths scaled down from the original suite so a laptop-sized demo sees many
-# requests per scenario in under a minute; the shapes (reuse ratios, pools) are the same.
+# The scenario whose requests are all unique: the baseline each mode's hits are set against.
+BASELINE_TYPE = "cold_start"
+
+# Scenario lengths scaled down from the original suite (about a quarter) so a short run
+# sees many requests per scenario; the shapes (reuse ratios, pools) are the same.
 DEMO_SCENARIOS: dict[str, dict[str, Any]] = {
     "long_context_high_reuse": {"shared_tokens_min": 4000, "shared_tokens_max": 8000},
     "code_generation": {"shared_tokens_min": 2000, "shared_tokens_max": 2000},
@@ -42,6 +63,11 @@ DEMO_SCENARIOS: dict[str, dict[str, Any]] = {
     "batch_processing": {"shared_tokens_min": 1000, "shared_tokens_max": 2000},
     "cold_start": {"unique_tokens": 2000},
 }
+SIM_CONFIG_HEADER = (
+    "# Written by `kvswarm demo`: the original suite's scenarios with their prompts scaled\n"
+    "# down to about a quarter of the original lengths, so that a short run on kvswarm's\n"
+    "# simulated stack gets many requests per scenario. Keys not listed keep the defaults.\n"
+)
 # For the tiny llama.cpp model: 4096-token slots, and small pools, since llama.cpp caches
 # per slot (each slot must see a prefix once before it can hit).
 LLAMACPP_SLOTS = 4
@@ -61,6 +87,33 @@ LLAMACPP_SCENARIOS: dict[str, dict[str, Any]] = {
     "batch_processing": {"pool_size": 2, "shared_tokens_min": 600, "shared_tokens_max": 1000},
     "cold_start": {"unique_tokens": 1000},
 }
+LLAMACPP_CONFIG_HEADER = (
+    "# Written by `kvswarm demo --engine llamacpp`: the original suite's scenarios scaled\n"
+    "# down to fit a tiny model's 4096-token llama.cpp slots, with small pools (llama.cpp\n"
+    "# caches per slot). Keys not listed keep the defaults.\n"
+)
+# The sizes the scaling line compares, with the words it uses for them.
+SIZE_FIELDS = (
+    ("shared_tokens_min", "shared_tokens_max", "shared prefix"),
+    ("unique_tokens", None, "unique part"),
+    ("max_history_tokens", None, "history cap"),
+    ("pool_size", None, "pool"),
+)
+# Users started per second: staggered starts keep the users of one scenario from sending
+# their first requests (all designed misses, or hits on a prefix still being prefilled) in
+# lockstep.
+SPAWN_RATE = 1.0
+# Seconds one run or one stack start takes beyond its load time, for the estimate.
+RUN_OVERHEAD_S = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    """One scenario's run in one mode, and where it wrote its results."""
+
+    mode: str
+    scenario: str
+    path: Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,10 +124,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--seconds", type=float, default=45.0, help="load time per mode (default: 45)"
+        "--seconds",
+        type=float,
+        default=12.0,
+        help="load time of each scenario in each mode (default: 12; about 2.5 minutes in all)",
     )
     parser.add_argument(
-        "--users", type=int, default=10, help="simulated users per mode (default: 10)"
+        "--users", type=int, default=3, help="simulated users per scenario run (default: 3)"
     )
     parser.add_argument(
         "--modes",
@@ -96,23 +152,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_demo)
 
 
-def _write_config(path: Path, metrics_endpoints: dict[str, str], engine: str) -> None:
-    config: dict[str, Any] = {
+def scenario_configs(config: Config) -> list[tuple[str, Any]]:
+    """The config's enabled scenarios, in its order, as (name, ScenarioConfig)."""
+    scenarios: Any = config.scenarios
+    if isinstance(scenarios, Mapping):
+        items = list(scenarios.items())
+    else:  # the five built-in scenarios as fields of one dataclass
+        items = [(f.name, getattr(scenarios, f.name)) for f in dataclasses.fields(scenarios)]
+    return [(name, scenario) for name, scenario in items if getattr(scenario, "enabled", True)]
+
+
+def _is_baseline(name: str, scenario: Any) -> bool:
+    return getattr(scenario, "type", name) == BASELINE_TYPE
+
+
+def _config_data(engine: str, metrics_endpoints: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The demo config's header comment and content."""
+    if engine == "llamacpp":
+        from kvswarm.llamacpp.server import DEFAULT_ALIAS
+
+        return LLAMACPP_CONFIG_HEADER, {
+            "target": {"model": DEFAULT_ALIAS, "engine": "llama.cpp", "max_model_len": 4096},
+            "generation": {"max_tokens": 16},
+            "scenarios": LLAMACPP_SCENARIOS,
+            "metrics_endpoints": metrics_endpoints,
+        }
+    return SIM_CONFIG_HEADER, {
         "generation": {"max_tokens": 64},
         "scenarios": DEMO_SCENARIOS,
         "metrics_endpoints": metrics_endpoints,
     }
-    if engine == "llamacpp":
-        from kvswarm.llamacpp.server import DEFAULT_ALIAS
 
-        config["target"] = {"model": DEFAULT_ALIAS, "engine": "llama.cpp", "max_model_len": 4096}
-        config["generation"] = {"max_tokens": 16}
-        config["scenarios"] = LLAMACPP_SCENARIOS
-    path.write_text(
-        "# Written by `kvswarm demo`: the scenarios scaled down for the simulated stack.\n"
-        + yaml.safe_dump(config, sort_keys=False),
-        encoding="utf-8",
-    )
+
+def write_config(path: Path, engine: str, metrics_endpoints: dict[str, str]) -> Config:
+    """Write the demo's config (scaled-down scenarios) to `path` and load it back."""
+    header, data = _config_data(engine, metrics_endpoints)
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return load_config(path)
+
+
+def _range(scenario: Any, low: str, high: str | None) -> str:
+    first = getattr(scenario, low, None)
+    last = getattr(scenario, high, None) if high else first
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def scaling_lines(original: Config, demo: Config) -> list[str]:
+    """Per scenario, the sizes the demo changed: `original -> demo` (tokens)."""
+    defaults = dict(scenario_configs(original))
+    lines = []
+    for name, scenario in scenario_configs(demo):
+        before = defaults.get(name)
+        changes = [
+            f"{label} {_range(before, low, high)} -> {_range(scenario, low, high)}"
+            for low, high, label in SIZE_FIELDS
+            if before is not None
+            and _range(before, low, high) != _range(scenario, low, high)
+            and hasattr(scenario, low)
+        ]
+        lines.append(f"  {name:<24} {', '.join(changes) or 'as in the original suite'}")
+    return lines
 
 
 def _count_rows(csv_path: Path) -> int:
@@ -124,10 +223,10 @@ def _count_rows(csv_path: Path) -> int:
 
 
 def _progress(label: str, elapsed: float, total: float, requests: int, final: bool) -> None:
-    line = f"  {label}: {min(elapsed, total):4.0f}/{total:.0f} s, {requests} requests"
+    line = f"  {label}: {min(elapsed, total):3.0f}/{total:.0f} s, {requests} requests"
     if sys.stdout.isatty():
         print("\r" + line, end="\n" if final else "", flush=True)
-    elif final or int(elapsed) % 10 == 0:
+    elif final:
         print(line, flush=True)
 
 
@@ -146,85 +245,182 @@ def _start_target(mode: str, engine: str, mode_dir: Path) -> Any:
     return spawn_stack(SimOptions(mode=mode).with_free_ports(), log_path=mode_dir / "sim.log")
 
 
-def _run_mode(mode: str, index: int, args: argparse.Namespace, root: Path) -> Path:
-    label = f"[{index}/{len(args.modes)}] {mode}"
+def _locustfile() -> str:
+    """The path of the locustfile shipped in the package (found without importing Locust)."""
+    spec = importlib.util.find_spec("kvswarm.locustfile")
+    if spec is None or spec.origin is None:
+        raise KvswarmError("kvswarm.locustfile is missing: reinstall kvswarm")
+    return spec.origin
+
+
+def _locust_command(
+    args: argparse.Namespace, mode: str, scenario: str, base_url: str, config: Path, run: Path
+) -> list[str]:
+    return [
+        sys.executable, "-m", "locust", "-f", _locustfile(), "--headless",
+        "-u", str(args.users), "-r", str(SPAWN_RATE), "-t", f"{args.seconds:g}s",
+        "--host", base_url, "--kv-mode", mode, "--kv-config", str(config),
+        "--kv-results", str(run.parent), "--kv-run-id", run.name,
+        "--csv", str(_locust_files(run) / run.name), "--only-summary",
+        user_class_name(scenario),
+    ]  # fmt: skip
+
+
+def _locust_files(run: Path) -> Path:
+    """Where Locust's log and CSVs of a run go: beside the run directory, which kvswarm
+    creates itself (it refuses to reuse one)."""
+    return run.parent / "locust"
+
+
+def _run_scenario(args: argparse.Namespace, label: str, command: list[str], run: Path) -> None:
+    log_path = _locust_files(run) / f"{run.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        started = time.monotonic()
+        while process.poll() is None:
+            rows = _count_rows(run / "requests.csv")
+            _progress(label, time.monotonic() - started, args.seconds, rows, final=False)
+            time.sleep(1.0)
+        rows = _count_rows(run / "requests.csv")
+        _progress(label, time.monotonic() - started, args.seconds, rows, final=True)
+    # Locust exits 1 when any request failed: the run still measured, and says so.
+    if process.returncode not in (0, 1):
+        raise KvswarmError(
+            f"the {label} load test failed (exit {process.returncode}); see {log_path}"
+        )
+
+
+def _run_mode(
+    mode: str, args: argparse.Namespace, root: Path, scenarios: list[str], done: int, total: int
+) -> list[DemoRun]:
+    """Start the target once, then run each scenario against it in turn."""
     target = "llama-server" if args.engine == "llamacpp" else "the simulated stack"
-    print(f"{label}: starting {target}", flush=True)
+    print(f"{mode}: starting {target}", flush=True)
     mode_dir = root / mode
     mode_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
     with _start_target(mode, args.engine, mode_dir) as stack:
-        config = mode_dir / "config.yaml"
         metrics_urls = getattr(stack, "metrics_urls", {})
-        extra = {k: v for k, v in metrics_urls.items() if k != "target"}
-        _write_config(config, extra, args.engine)
-        print(f"{label}: {stack.base_url}, {args.users} users for {args.seconds:g} s", flush=True)
-        command = [
-            sys.executable, "-m", "locust", "-f", locustfile.__file__, "--headless",
-            "-u", str(args.users), "-r", str(args.users), "-t", f"{args.seconds:g}s",
-            "--host", stack.base_url, "--kv-mode", mode, "--kv-config", str(config),
-            "--kv-results", str(root), "--kv-run-id", f"run-{mode}",
-            "--csv", str(mode_dir / "locust"), "--only-summary",
-        ]  # fmt: skip
-        with open(mode_dir / "locust.log", "w", encoding="utf-8") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            started = time.monotonic()
-            csv_path = root / f"run-{mode}" / "requests.csv"
-            while process.poll() is None:
-                _progress(label, time.monotonic() - started, args.seconds, _count_rows(csv_path),
-                          final=False)  # fmt: skip
-                time.sleep(1.0)
-            _progress(label, time.monotonic() - started, args.seconds, _count_rows(csv_path),
-                      final=True)  # fmt: skip
-        if process.returncode not in (0, 1):
-            raise KvswarmError(
-                f"the {mode} load test failed (exit {process.returncode}); "
-                f"see {mode_dir / 'locust.log'}"
-            )
-    return root / f"run-{mode}"
+        target_url = metrics_urls.get("target")
+        extra = {k: v for k, v in metrics_urls.items() if v != target_url}
+        config = mode_dir / "config.yaml"
+        write_config(config, args.engine, extra)
+        store = getattr(getattr(stack, "info", None), "kv_store", None)
+        where = f"{stack.base_url}" + (f", KV store: {store}" if store else "")
+        print(f"{mode}: {where}", flush=True)
+        for number, scenario in enumerate(scenarios, done + 1):
+            label = f"[{number}/{total}] {mode} {scenario}"
+            run = mode_dir / scenario
+            command = _locust_command(args, mode, scenario, stack.base_url, config, run)
+            _run_scenario(args, label, command, run)
+            runs.append(DemoRun(mode, scenario, run))
+    return runs
 
 
-def _cell(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
-def _pct(share: float | None) -> str:
-    return "-" if share is None else f"{share * 100:.0f}"
+def _share(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.0f}%"
 
 
-def format_headlines(runs: dict[str, Path], engine: str = "sim") -> str:
-    from kvswarm.analysis.headline import headlines
-    from kvswarm.analysis.runs import load_run
+def _change(drop: float | None) -> str:
+    return "-" if drop is None else f"{-drop * 100:+.0f}%"
 
+
+def _intro(engine: str, args: argparse.Namespace, scaling: list[str]) -> list[str]:
     if engine == "llamacpp":
-        intro = [
+        lines = [
             "kvswarm demo — a real llama-server (llama.cpp) with a tiny random-weight model on",
             "this machine's CPU: real prefill, decode and prompt cache, not a production model.",
         ]
     else:
-        intro = [
+        lines = [
             "kvswarm demo — simulated stack: these numbers show how kvswarm measures,",
             "not the performance of any real serving stack.",
         ]
-    lines = [
-        *intro,
+    return [
+        *lines,
+        f"Each scenario ran on its own for {args.seconds:g} s with {args.users} users, one after",
+        "another against the same server, so no scenario queued behind another's prefills.",
         "",
-        f"{'mode':<18} {'scenario':<24} {'reqs':>5} {'TTFT p50 hit':>12} "
-        f"{'TTFT p50 miss':>13} {'drop':>5} {'TPOT p50':>8} {'req/s':>6} {'tok/s':>7} "
-        f"{'cached':>6}",
+        "Prompt sizes in tokens, original suite -> this demo:",
+        *scaling,
     ]
-    for mode, path in runs.items():
-        for h in headlines(load_run(path)):
-            hit, miss = _cell(h.ttft_p50_hit_ms, ".1f"), _cell(h.ttft_p50_miss_ms, ".1f")
-            lines.append(
-                f"{mode:<18} {h.name:<24} {h.requests:>5} {hit:>9} ms {miss:>10} ms "
-                f"{_pct(h.ttft_drop):>4}% {_cell(h.tpot_p50_ms, '.2f'):>5} ms "
-                f"{_cell(h.requests_per_s, '.1f'):>6} {_cell(h.output_tokens_per_s, '.0f'):>7} "
-                f"{_pct(h.cached_share):>5}%"
-            )
-    lines.append("")
-    lines.append("hit/miss: requests the design expected to hit the prefix cache, and the rest;")
-    lines.append("cached: server-reported cached prompt tokens / prompt tokens.")
-    return "\n".join(lines) + "\n"
+
+
+def _mode_title(mode: str, engine: str, stores: set[str | None]) -> str:
+    if engine == "llamacpp":
+        return f"{mode}: one llama-server with its per-slot prompt cache"
+    if mode == "non_disaggregated":
+        return f"{mode}: one simulated server with a vLLM-style prefix cache"
+    named = sorted(str(s) for s in stores if s) or ["unknown"]
+    return f"{mode}: simulated prefiller and decoder behind a proxy; KV store: {', '.join(named)}"
+
+
+TABLE_HEADER = (
+    f"{'':<24} {'':>5} {'TTFT p50 (ms)':^26} {'hit vs':>7} {'TPOT':>6}  "
+    f"{'reuse (% of requests)':^24}",
+    f"{'scenario':<24} {'reqs':>5} {'hit':>8} {'miss':>8} {'cold':>8} {'miss':>7} "
+    f"{'p50 ms':>6}  {'config':>7} {'design':>7} {'server':>8}",
+)
+FOOTNOTES = (
+    "hit/miss: requests the workload built to reuse a prefix the server has seen, and the",
+    "rest; cold: the cold-start scenario (every request unique) in the same mode; hit vs",
+    "miss: change of the median TTFT. reuse: config = the scenario's reuse_ratio, design =",
+    "share of designed hits sent, server = share of requests the server reported cached",
+    "prompt tokens for.",
+)
+
+
+def _row(h: Headline, cold_ms: float | None) -> str:
+    return (
+        f"{h.name:<24} {h.requests:>5} {_ms(h.ttft_p50_hit_ms):>8} "
+        f"{_ms(h.ttft_p50_miss_ms):>8} {_ms(cold_ms):>8} {_change(h.ttft_drop):>7} "
+        f"{_ms(h.tpot_p50_ms):>6}  {_share(h.configured_reuse):>7} "
+        f"{_share(h.designed_hit_share):>7} {_share(h.server_hit_share):>8}"
+    )
+
+
+def _mode_table(mode: str, runs: list[DemoRun], engine: str, baselines: set[str]) -> list[str]:
+    """One mode's title and rows; the cold column is the baseline scenario's median TTFT."""
+    from kvswarm.analysis.headline import kv_store, scenario_headline
+    from kvswarm.analysis.runs import load_run
+
+    loaded = {r.scenario: load_run(r.path) for r in runs if r.mode == mode}
+    rows = [scenario_headline(run, name) for name, run in loaded.items()]
+    cold_ms = next((h.ttft_p50_ms for h in rows if h.name in baselines), None)
+    stores = {kv_store(run) for run in loaded.values()}
+    return [
+        _mode_title(mode, engine, stores),
+        *TABLE_HEADER,
+        *(_row(h, cold_ms) for h in rows),
+    ]
+
+
+def format_headlines(
+    runs: list[DemoRun],
+    args: argparse.Namespace,
+    scenarios: list[tuple[str, Any]],
+    scaling: list[str],
+) -> str:
+    """The demo's headline: the scaling, then per mode one row per scenario."""
+    baselines = {name for name, scenario in scenarios if _is_baseline(name, scenario)}
+    lines = _intro(args.engine, args, scaling)
+    for mode in dict.fromkeys(run.mode for run in runs):
+        lines += ["", *_mode_table(mode, runs, args.engine, baselines)]
+    return "\n".join([*lines, "", *FOOTNOTES]) + "\n"
+
+
+def _prepare(args: argparse.Namespace, root: Path) -> list[tuple[str, Any]]:
+    """Write the demo's config at the top of its directory and read its scenarios."""
+    config = write_config(root / "config.yaml", args.engine, {})
+    scenarios = scenario_configs(config)
+    if not scenarios:
+        raise KvswarmError(f"{root / 'config.yaml'}: no enabled scenario to run")
+    return scenarios
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -236,13 +432,23 @@ def run_demo(args: argparse.Namespace) -> int:
     stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
     root = Path(args.results).resolve() / f"demo-{stamp}"
     root.mkdir(parents=True, exist_ok=True)
-    print(f"kvswarm demo: {len(args.modes)} mode(s) x {args.seconds:g} s, results in {root}")
-    runs = {mode: _run_mode(mode, i, args, root) for i, mode in enumerate(args.modes, 1)}
-    text = format_headlines(runs, args.engine)
+    scenarios = _prepare(args, root)
+    names = [name for name, _ in scenarios]
+    total = len(names) * len(args.modes)
+    estimate = total * (args.seconds + RUN_OVERHEAD_S) + len(args.modes) * RUN_OVERHEAD_S
+    print(
+        f"kvswarm demo: {len(names)} scenarios x {len(args.modes)} mode(s), {args.seconds:g} s "
+        f"each with {args.users} users (about {estimate / 60:.1f} min); results in {root}",
+        flush=True,
+    )
+    runs: list[DemoRun] = []
+    for mode in args.modes:
+        runs += _run_mode(mode, args, root, names, len(runs), total)
+    scaling = scaling_lines(load_config(None), load_config(root / "config.yaml"))
+    text = format_headlines(runs, args, scenarios, scaling)
     (root / "headline.txt").write_text(text, encoding="utf-8")
     print()
     print(text, end="")
-    for mode, path in runs.items():
-        print(f"{mode}: {path} (summary.txt, requests.csv, run.json)")
+    print(f"runs: {root}/<mode>/<scenario>/ (summary.txt, requests.csv, run.json)")
     print(f"results: {root}")
     return 0
