@@ -168,7 +168,12 @@ class HFSizer:
         A Hub repo id (`Qwen/Qwen2.5-7B-Instruct`) is looked up in the local Hugging Face
         cache only; nothing is downloaded. Raises `FileNotFoundError` naming where it looked.
         """
-        from tokenizers import Tokenizer
+        try:
+            from tokenizers import Tokenizer
+        except ModuleNotFoundError:
+            raise KvswarmError(
+                "tokenizer.method 'hf' needs the tokenizers package: pip install 'kvswarm[hf]'"
+            ) from None
 
         path = find_tokenizer_file(name_or_path)
         return cls(Tokenizer.from_file(str(path)), source=str(path))

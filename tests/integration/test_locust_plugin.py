@@ -211,7 +211,7 @@ def test_options_changed_in_the_start_form_take_effect(
             csv_path.exists() and len(rows_of(csv_path.parent)) >= 3
         ):
             time.sleep(0.2)
-        urllib.request.urlopen(base + "/stop", timeout=10).read()
+        post(base + "/stop", {})
         wait_for_status(results / "from-the-form")
     finally:
         process.terminate()

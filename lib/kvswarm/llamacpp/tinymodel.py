@@ -23,12 +23,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import gguf
 import numpy as np
 
+from kvswarm.errors import KvswarmError
 from kvswarm.llamacpp.cache import cache_root, exclusive_lock
 from kvswarm.workloads import text
+
+if TYPE_CHECKING:
+    import gguf
+
+EXTRA_HINT = "pip install 'kvswarm[llamacpp]'"
+
+
+def _import_gguf() -> ModuleType:
+    """gguf, from the `llamacpp` extra (imported when a model is written, not before)."""
+    try:
+        import gguf
+    except ModuleNotFoundError:
+        raise KvswarmError(f"writing the tiny GGUF model needs gguf: {EXTRA_HINT}") from None
+    return gguf
+
 
 # Bump when the bytes written for a given spec change, so old cached files are not reused.
 FORMAT_VERSION = 1
@@ -104,6 +121,7 @@ def ensure_tiny_model(spec: TinyModelSpec | None = None) -> Path:
 
 def write_tiny_model(path: Path, spec: TinyModelSpec) -> None:
     """Write the GGUF file for `spec` to `path` (overwriting it)."""
+    gguf = _import_gguf()
     vocab = train_vocabulary(spec)
     writer = gguf.GGUFWriter(path, "llama")
     _add_model_metadata(writer, spec, len(vocab.tokens))
@@ -127,7 +145,12 @@ class Vocabulary:
 
 def train_vocabulary(spec: TinyModelSpec) -> Vocabulary:
     """Train the BPE vocabulary for `spec` on generated text (deterministic for a seed)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    except ModuleNotFoundError:
+        raise KvswarmError(
+            f"training the tiny model's vocabulary needs tokenizers: {EXTRA_HINT}"
+        ) from None
 
     tokenizer = Tokenizer(models.BPE())
     # The GPT-2 split regex, the same llama.cpp applies for pre-tokenizer "gpt-2".
@@ -219,10 +242,11 @@ def _add_model_metadata(writer: gguf.GGUFWriter, spec: TinyModelSpec, n_vocab: i
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_file_type(_import_gguf().LlamaFileType.MOSTLY_F16)
 
 
 def _add_tokenizer_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary) -> None:
+    gguf = _import_gguf()
     special = set(vocab.special_ids.values())
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")

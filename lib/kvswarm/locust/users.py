@@ -112,3 +112,9 @@ class LLMUser(User):
 def _flatten(messages: Sequence[Mapping[str, str]]) -> str:
     """The completions-API form of a chat: the message contents, in order."""
     return "\n\n".join(message["content"] for message in messages)
+
+
+# Any locustfile that uses LLMUser gets kvswarm's options and its plugin: importing the
+# plugin registers them with Locust. At the end, because the plugin's scenario module
+# builds on LLMUser.
+from kvswarm.locust import plugin as _plugin  # noqa: E402,F401
