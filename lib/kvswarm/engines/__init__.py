@@ -3,7 +3,8 @@
 Every engine speaks the OpenAI API, but each has its own tokenize endpoint, Prometheus
 metric names, idea of a cache hit, per-request timings, context-length error wording and
 way of resetting its prefix cache. Each engine's module holds one `EngineProfile`,
-registered by name:
+registered by name with `register_engine` (a `kvswarm.registry.Registry`, as for every
+pluggable kind), so adding an engine is one module here, imported below:
 
     from kvswarm.engines import engine_profile, detect_engine
 

@@ -8,8 +8,9 @@ other registered here); a User class builds one `Workload` per simulated user wi
 prefixes are made identical across workers and runs, and `kvswarm.tokens` for sizing.
 
 A new workload type is one module here that registers its `Workload` subclass with
-`register_workload(name, defaults=ScenarioConfig(type=name, ...))`, named in `_TYPES`
-below so that it is registered before any config is loaded.
+`register_workload(name, defaults=ScenarioConfig(type=name, ...))` (held in a
+`kvswarm.registry.Registry`, as for every pluggable kind), named in `_TYPES` below so
+that it is registered before any config is loaded.
 """
 
 from __future__ import annotations

@@ -8,18 +8,18 @@ A workload type is a `Workload` subclass registered under a name with its defaul
 A scenario (`scenarios.<name>` in the config) names its type; keys it leaves out take the
 type's defaults. A built-in type also gives a scenario of its own name that every config
 has unless it disables it. Adding a type is one module in this package, imported by the
-package's `__init__` so that it registers before a config is loaded.
+package's `__init__` so that it registers before a config is loaded. The types are held in
+a `kvswarm.registry.Registry`, the helper every pluggable kind registers through.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TypeVar
 
 from kvswarm.config import SCENARIO_NAME, ScenarioConfig
-from kvswarm.errors import ConfigError
+from kvswarm.registry import Registry
 from kvswarm.tokens import TokenSizer
 from kvswarm.workloads.pool import SharedMaterial, shared_material
 from kvswarm.workloads.workload import Workload, WorkloadContext, tag_tokens_bound
@@ -51,7 +51,7 @@ class WorkloadType:
     builtin: bool
 
 
-_TYPES: dict[str, WorkloadType] = {}
+_TYPES: Registry[WorkloadType] = Registry("workload type", listing="types")
 
 
 def register_workload(
@@ -68,10 +68,8 @@ def register_workload(
         raise ValueError(f"defaults of workload type {name!r} say type {defaults.type!r}")
 
     def register(cls: W) -> W:
-        if name in _TYPES and _TYPES[name].cls is not cls:
-            raise ValueError(f"workload type {name!r} is already registered")
+        _TYPES.register(name, WorkloadType(name, cls, defaults, builtin))
         cls.workload_type = name
-        _TYPES[name] = WorkloadType(name, cls, defaults, builtin)
         return cls
 
     return register
@@ -79,7 +77,7 @@ def register_workload(
 
 def workload_types() -> Mapping[str, WorkloadType]:
     """Every registered workload type by name, in the order they were registered."""
-    return MappingProxyType(_TYPES)
+    return _TYPES.view
 
 
 def builtin_scenarios() -> dict[str, ScenarioConfig]:
@@ -113,12 +111,7 @@ def make_workload(
     Raises `ConfigError` (`scenarios.<name>.<key>: ...`) for an unknown type or a config
     whose prompts + max_tokens cannot fit `max_model_len`.
     """
-    registered = _TYPES.get(config.type)
-    if registered is None:
-        raise ConfigError(
-            f"scenarios.{scenario}.type: unknown workload type {config.type!r} "
-            f"(types: {', '.join(_TYPES)})"
-        )
+    registered = _TYPES.get(config.type, where=f"scenarios.{scenario}.type")
     if material is None:
         material = shared_material(sizer)
     elif material.sizer is not sizer:
