@@ -10,7 +10,7 @@ from kvswarm.analysis.summary import format_summary, summarize
 
 def _summary(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
-    print(format_summary(summarize(run), str(run.path)), end="")
+    print(format_summary(summarize(run), str(run.path), run), end="")
     return 0
 
 

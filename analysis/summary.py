@@ -28,8 +28,10 @@ class ScenarioSummary:
     goodput_per_s: float | None = None
     # metric -> percentile -> ms, e.g. latency["ttft"][99]
     latency: dict[str, dict[int, float | None]] = field(default_factory=dict)
-    # Share of successful requests the design expected to hit the cache, and the share of
-    # their prompt tokens the server reported as cached (None: not reported).
+    # The scenario's configured `reuse_ratio` (None: not in run.json), the share of
+    # successful requests the design expected to hit the cache, and the share of their
+    # prompt tokens the server reported as cached in usage (None: not reported).
+    configured_reuse: float | None = None
     designed_hit_share: float | None = None
     cached_share: float | None = None
 
@@ -43,7 +45,11 @@ def _percentiles(values: pd.Series) -> dict[int, float | None]:
 
 
 def summarize_rows(
-    name: str, rows: pd.DataFrame, window_s: float | None, slo: dict[str, float] | None = None
+    name: str,
+    rows: pd.DataFrame,
+    window_s: float | None,
+    slo: dict[str, float] | None = None,
+    configured_reuse: float | None = None,
 ) -> ScenarioSummary:
     """Exact percentiles over the successful rows; failures counted by category."""
     cancelled = rows["failure"] == "cancelled"
@@ -69,6 +75,7 @@ def summarize_rows(
     return ScenarioSummary(
         scenario=name,
         goodput_per_s=goodput,
+        configured_reuse=configured_reuse,
         designed_hit_share=float(ok_rows["expected_hit"].mean()) if len(ok_rows) else None,
         cached_share=float(reported["cached_tokens"].sum()) / prompt_total
         if prompt_total
@@ -88,8 +95,15 @@ def summarize(run: Run) -> list[ScenarioSummary]:
     requests = run.measured
     window = run.window_s
     slo = run.slo
+    workloads = run.record.workloads
     summaries = [
-        summarize_rows(str(name), rows, window, slo)
+        summarize_rows(
+            str(name),
+            rows,
+            window,
+            slo,
+            workloads[str(name)].configured_reuse_ratio if str(name) in workloads else None,
+        )
         for name, rows in requests.groupby("scenario", sort=True)
     ]
     if len(summaries) > 1:
@@ -101,19 +115,48 @@ def _cell(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def _cache_line(s: ScenarioSummary) -> str:
-    designed = "-" if s.designed_hit_share is None else f"{s.designed_hit_share:.0%}"
     cached = (
         "not reported by the server"
         if s.cached_share is None
         else f"{s.cached_share:.0%} of prompt tokens"
     )
-    return f"designed hits {designed} of requests; server-reported cached {cached}"
+    configured = (
+        f"configured {_share(s.configured_reuse)}, " if s.configured_reuse is not None else ""
+    )
+    return (
+        f"reuse {configured}designed hits {_share(s.designed_hit_share)} of requests; "
+        f"server-reported cached {cached}"
+    )
 
 
-def format_summary(summaries: list[ScenarioSummary], results_dir: str) -> str:
-    """A compact text table: counts and throughput, then p50/p90/p99 per metric."""
+def _server_line(run: Run) -> str | None:
+    """The server's own counters over the window, where the engine reports them."""
+    server = run.record.server
+    if server is None or server.cached_share is None:
+        return None
+    formula = f" ({server.cached_share_formula})" if server.cached_share_formula else ""
+    store = f"; KV store: {server.kv_store}" if server.kv_store else ""
+    return (
+        f"server counters over the window ({server.engine}): cached share "
+        f"{server.cached_share:.0%}{formula}{store}"
+    )
+
+
+def format_summary(
+    summaries: list[ScenarioSummary], results_dir: str, run: Run | None = None
+) -> str:
+    """A compact text table: counts and throughput, then p50/p90/p99 per metric; with the
+    run, its status when it did not finish and the server's own cache figures."""
     lines = ["kvswarm summary (latencies in ms; exact percentiles over successful requests)"]
+    if run is not None and run.record.status not in ("finished", "running"):
+        lines.append(f"run {run.record.status}: {run.record.status_reason}")
+    if run is not None and (server_line := _server_line(run)):
+        lines.append(server_line)
     if not summaries:
         lines.append("  no requests were recorded")
     for s in summaries:

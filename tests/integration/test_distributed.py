@@ -168,3 +168,64 @@ def test_master_serves_live_percentiles_across_workers_in_web_ui_mode(
     ttft = live["percentiles_ms"]["basic"]["ttft"]
     assert 49.0 <= ttft["p50"] <= 60.0
     assert live["percentiles_ms"]["basic"]["itl"]["count"] == 15 * live["requests"]
+
+
+def test_a_short_fleet_run_of_a_95_percent_scenario_designs_about_95_percent_hits(
+    tmp_path: Path,
+) -> None:
+    """The first use of each pool item is a designed miss once per fleet, not once per
+    worker: two workers of a 95%-reuse scenario together design about 95% hits."""
+    from tests.support.processes import start_stream_server
+
+    server = start_stream_server(tmp_path, ttft_ms=5, tpot_ms=2)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "target: {max_model_len: 4096}\ngeneration: {max_tokens: 4}\nscenarios:\n"
+        "  batch_processing: {shared_tokens_min: 100, shared_tokens_max: 150, unique_tokens: 20}\n"
+    )
+    port = free_port()
+    common = ["-f", str(REPO / "locustfiles"), "--kv-config", str(config)]
+    try:
+        master = subprocess.Popen(
+            [sys.executable, "-m", "locust", *common, "--master", "--master-bind-host",
+             "127.0.0.1", "--master-bind-port", str(port), "--headless", "--expect-workers",
+             "2", "-u", "4", "-r", "4", "-t", "5s", "--host", server.url,
+             "--kv-results", str(tmp_path / "results"), "BatchProcessingUser"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        fleet = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "locust",
+                    *common,
+                    "--worker",
+                    "--master-host",
+                    "127.0.0.1",
+                    "--master-port",
+                    str(port),
+                ],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for _ in range(2)
+        ]
+        output = finish(master)
+        for worker in fleet:
+            finish(worker)
+    finally:
+        server.stop()
+    assert master.returncode == 0, output[-3000:]
+    (run,) = run_dirs(tmp_path / "results")
+    rows = read_rows(run)
+    assert len({row["worker_id"] for row in rows}) == 2, output[-3000:]
+    meta = json.loads((run / "run.json").read_text())
+    workload = meta["workloads"]["batch_processing"]
+    assert workload["configured_reuse_ratio"] == 0.95
+    assert workload["requests"] >= 40
+    assert workload["realised_reuse_ratio"] >= 0.88, workload
+    summary = (run / "summary.txt").read_text()
+    assert "reuse configured 95%, designed hits" in summary

@@ -144,3 +144,71 @@ def test_goodput_counts_requests_within_the_runs_slos(tmp_path: Path) -> None:
     (summary,) = summarize(load_run(tmp_path))
     assert summary.goodput_per_s == pytest.approx(1.0)
     assert "goodput 1.00 req/s within the SLOs" in format_summary([summary], "r")
+
+
+def test_summary_shows_configured_designed_and_server_reported_reuse_side_by_side(
+    tmp_path: Path,
+) -> None:
+    from kvswarm.metrics_sources import ServerReport
+    from kvswarm.runrecord import RunRecord, Window, write_run_record
+    from kvswarm.tokens import LengthSummary
+    from kvswarm.workloads import WorkloadSummary
+
+    records = [
+        make(0, expected_hit=True, prompt_tokens=100, cached_tokens=90),
+        make(1, expected_hit=True, prompt_tokens=100, cached_tokens=90),
+        make(2, expected_hit=False, prompt_tokens=100, cached_tokens=0),
+    ]
+    write_run(tmp_path, records)
+    lengths = LengthSummary(3, 100.0, 100.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    record = RunRecord(
+        run_id="r",
+        status="interrupted",
+        status_reason="SIGTERM received before the test ended",
+        window=Window(100.0, 110.0),
+        workloads={"s": WorkloadSummary("s", "batch_processing", 3, 2, 0.95, 2 / 3, lengths)},
+        server=ServerReport(
+            engine="sim",
+            cached_share=0.55,
+            cached_share_formula="prefix_cache_hits / prefix_cache_queries",
+            kv_store="mooncake",
+        ),
+    )
+    write_run_record(tmp_path, record)
+    run = load_run(tmp_path)
+    text = format_summary(summarize(run), "r", run)
+    assert (
+        "reuse configured 95%, designed hits 67% of requests; "
+        "server-reported cached 60% of prompt tokens"
+    ) in text
+    assert "cached share 55% (prefix_cache_hits / prefix_cache_queries); KV store: mooncake" in text
+    assert "run interrupted: SIGTERM received before the test ended" in text
+
+
+def test_run_record_round_trips_through_run_json(tmp_path: Path) -> None:
+    from kvswarm.metrics_sources import ServerReport, SourceReport
+    from kvswarm.runrecord import (
+        FleetSection,
+        RunRecord,
+        WorkerShipment,
+        read_run_record,
+        write_run_record,
+    )
+
+    record = RunRecord(
+        run_id="r",
+        fleet=FleetSection(True, {"w1": WorkerShipment(5, True)}, ("w2",), 1),
+        server=ServerReport(engine="vllm", sources={"target": SourceReport("http://x/metrics")}),
+        argv=("locust", "-f", "x"),
+    )
+    write_run_record(tmp_path, record)
+    assert read_run_record(tmp_path) == record
+
+
+def test_a_newer_run_json_is_refused_in_one_line(tmp_path: Path) -> None:
+    from kvswarm.errors import KvswarmError
+    from kvswarm.runrecord import read_run_record
+
+    (tmp_path / "run.json").write_text(json.dumps({"schema_version": 99, "run_id": "r"}))
+    with pytest.raises(KvswarmError, match="schema_version 99 is newer"):
+        read_run_record(tmp_path)

@@ -26,6 +26,9 @@ MODES = ("non_disaggregated", "pd_disaggregated")
 # worker with the spawn messages: the run's unique identity, which goes into every
 # designed-miss prompt so that no run can find another run's "cold" prompts cached.
 RUN_UID_OPTION = "kv_run_uid"
+# Set the same way: the scenarios the test runs (comma-separated), so that a worker builds
+# pools for, and checks, only those (its own classes are every scenario of its config).
+RUN_SCENARIOS_OPTION = "kv_run_scenarios"
 
 
 def add_arguments(parser: Any) -> None:
@@ -80,6 +83,13 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
         help=argparse.SUPPRESS,
     )
+    parser.add_argument(
+        "--kv-run-scenarios",
+        dest=RUN_SCENARIOS_OPTION,
+        default="",
+        include_in_web_ui=False,
+        help=argparse.SUPPRESS,
+    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ class KvOptions:
     run_id: str = ""
     api_key: str = ""
     run_uid: str = ""
+    run_scenarios: tuple[str, ...] = ()
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> KvOptions:
@@ -109,6 +120,7 @@ class KvOptions:
             run_id=get("kv_run_id") or "",
             api_key=get("kv_api_key") or "",
             run_uid=get(RUN_UID_OPTION) or "",
+            run_scenarios=tuple(filter(None, (get(RUN_SCENARIOS_OPTION) or "").split(","))),
         )
 
     def for_record(self) -> dict[str, Any]:

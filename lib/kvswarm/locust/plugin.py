@@ -33,6 +33,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,7 +48,13 @@ from kvswarm.errors import KvswarmError
 from kvswarm.live import LiveLatency
 from kvswarm.locust.binding import bind, plugin_of
 from kvswarm.locust.events import KvswarmEvents
-from kvswarm.locust.options import RUN_UID_OPTION, KvOptions, RunSettings, add_arguments
+from kvswarm.locust.options import (
+    RUN_SCENARIOS_OPTION,
+    RUN_UID_OPTION,
+    KvOptions,
+    RunSettings,
+    add_arguments,
+)
 from kvswarm.locust.recorder import Recorder
 from kvswarm.locust.scenarios import ScenarioSetup, scenario_classes
 from kvswarm.locust.shipping import MasterCollector, WorkerOutbox
@@ -121,8 +128,10 @@ class KvswarmPlugin:
     def attach(self) -> None:
         """Check the test can start, and listen to the environment's events."""
         if self.owns_results:
+            # A worker's classes are every scenario of its config; it checks at test start
+            # only those the master runs.
             select_by_tags(self.environment)
-        ScenarioSetup.check_fit(self.settings.config, self.environment.user_classes)
+            ScenarioSetup.check_fit(self.settings.config, self.environment.user_classes)
         events = self.environment.events
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
@@ -215,7 +224,10 @@ class KvswarmPlugin:
         self.run_uid = f"{self.run.path.name}.{secrets.token_hex(4)}"
         if self.environment.parsed_options is not None:
             # Shipped to every worker with the spawn messages that follow.
-            setattr(self.environment.parsed_options, RUN_UID_OPTION, self.run_uid)
+            options = self.environment.parsed_options
+            setattr(options, RUN_UID_OPTION, self.run_uid)
+            scenarios = scenario_classes(self.environment.user_classes)
+            setattr(options, RUN_SCENARIOS_OPTION, ",".join(cls.scenario for cls in scenarios))
         self.live = LiveLatency()
         if self.collector is not None:
             self.collector.start()
@@ -223,7 +235,11 @@ class KvswarmPlugin:
             gevent.spawn(_flush_periodically, self.run, config.results.flush_interval_s)
         ]
         if _warmup(config) > 0:
-            self._timers.append(gevent.spawn_later(_warmup(config), self.server.mark_measuring))
+            # At the warm-up's end on the wall clock that requests.csv's start times use.
+            measure_at = self.run.record.window.measure_start_unix_s
+            self._timers.append(
+                gevent.spawn_later(max(0.0, measure_at - time.time()), self.server.mark_measuring)
+            )
         self._warn_if_scenarios_get_no_users()
         self.events.run_opened.fire(environment=self.environment, run=self.run)
         logger.info("kvswarm: recording to %s", self.run.path)
@@ -403,7 +419,8 @@ def write_summary(run_path: Path) -> str:
     from kvswarm.analysis.runs import load_run
     from kvswarm.analysis.summary import format_summary, summarize
 
-    text = format_summary(summarize(load_run(run_path)), str(run_path))
+    run = load_run(run_path)
+    text = format_summary(summarize(run), str(run_path), run)
     (run_path / SUMMARY_TXT).write_text(text, encoding="utf-8")
     return text
 

@@ -158,9 +158,14 @@ class ScenarioSetup:
         self.sizers = {}
         plugin = self.plugin
         classes = scenario_classes(plugin.environment.user_classes)
+        chosen = plugin.settings.options.run_scenarios
+        if isinstance(plugin.environment.runner, WorkerRunner) and chosen:
+            classes = [cls for cls in classes if cls.scenario in chosen]
         if isinstance(plugin.environment.runner, MasterRunner) or not classes:
             return
         config = plugin.settings.config
+        if isinstance(plugin.environment.runner, WorkerRunner):
+            self.check_fit(config, classes)
         missing = [cls.scenario for cls in classes if cls.scenario not in config.scenarios]
         if missing:
             raise KvswarmError(
