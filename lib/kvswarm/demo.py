@@ -39,6 +39,7 @@ import yaml
 from kvswarm.config import Config, load_config
 from kvswarm.errors import KvswarmError
 from kvswarm.locust.naming import user_class_name
+from kvswarm.urls import metrics_url
 
 if TYPE_CHECKING:
     from kvswarm.analysis.headline import Headline
@@ -301,9 +302,10 @@ def _run_mode(
     mode_dir.mkdir(parents=True, exist_ok=True)
     runs = []
     with _start_target(mode, args.engine, mode_dir) as stack:
-        metrics_urls = getattr(stack, "metrics_urls", {})
-        target_url = metrics_urls.get("target")
-        extra = {k: v for k, v in metrics_urls.items() if v != target_url}
+        # The target's own page is read anyway: list only the stack's other pages, so
+        # none is scraped twice.
+        target_url = metrics_url(stack.base_url)
+        extra = {k: v for k, v in getattr(stack, "metrics_urls", {}).items() if v != target_url}
         config = mode_dir / "config.yaml"
         write_config(config, args.engine, extra)
         store = getattr(getattr(stack, "info", None), "kv_store", None)
