@@ -29,7 +29,6 @@ import importlib.util
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,24 +149,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="sim: the simulated stack, both modes (default); llamacpp: a real llama-server "
         "with a tiny model, non_disaggregated only",
     )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="a kvswarm YAML config whose `scenarios` are merged over the demo's scaled-down "
+        "ones (a scenario added there, with its `type`, runs in the demo too)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="run only these scenarios (default: every enabled one)",
+    )
     parser.set_defaults(func=run_demo)
 
 
 def scenario_configs(config: Config) -> list[tuple[str, Any]]:
     """The config's enabled scenarios, in its order, as (name, ScenarioConfig)."""
-    scenarios: Any = config.scenarios
-    if isinstance(scenarios, Mapping):
-        items = list(scenarios.items())
-    else:  # the five built-in scenarios as fields of one dataclass
-        items = [(f.name, getattr(scenarios, f.name)) for f in dataclasses.fields(scenarios)]
-    return [(name, scenario) for name, scenario in items if getattr(scenario, "enabled", True)]
+    return [(name, scenario) for name, scenario in config.scenarios.items() if scenario.enabled]
 
 
 def _is_baseline(name: str, scenario: Any) -> bool:
     return getattr(scenario, "type", name) == BASELINE_TYPE
 
 
-def _config_data(engine: str, metrics_endpoints: dict[str, str]) -> tuple[str, dict[str, Any]]:
+def _user_scenarios(path: str | None) -> dict[str, Any]:
+    """The `scenarios` section of the user's `--config` (validated as a whole first)."""
+    if path is None:
+        return {}
+    load_config(path)
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return dict(data.get("scenarios") or {})
+
+
+def _merged(scaled: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The demo's scaled scenarios with the user's keys over them, name by name."""
+    merged = {name: dict(values) for name, values in scaled.items()}
+    for name, values in given.items():
+        merged[name] = {**merged.get(name, {}), **(values or {})}
+    return merged
+
+
+def _config_data(
+    engine: str, metrics_endpoints: dict[str, str], given: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
     """The demo config's header comment and content."""
     if engine == "llamacpp":
         from kvswarm.llamacpp.server import DEFAULT_ALIAS
@@ -175,19 +201,25 @@ def _config_data(engine: str, metrics_endpoints: dict[str, str]) -> tuple[str, d
         return LLAMACPP_CONFIG_HEADER, {
             "target": {"model": DEFAULT_ALIAS, "engine": "llama.cpp", "max_model_len": 4096},
             "generation": {"max_tokens": 16},
-            "scenarios": LLAMACPP_SCENARIOS,
+            "scenarios": _merged(LLAMACPP_SCENARIOS, given or {}),
             "metrics_endpoints": metrics_endpoints,
         }
     return SIM_CONFIG_HEADER, {
         "generation": {"max_tokens": 64},
-        "scenarios": DEMO_SCENARIOS,
+        "scenarios": _merged(DEMO_SCENARIOS, given or {}),
         "metrics_endpoints": metrics_endpoints,
     }
 
 
-def write_config(path: Path, engine: str, metrics_endpoints: dict[str, str]) -> Config:
-    """Write the demo's config (scaled-down scenarios) to `path` and load it back."""
-    header, data = _config_data(engine, metrics_endpoints)
+def write_config(
+    path: Path,
+    engine: str,
+    metrics_endpoints: dict[str, str],
+    given: dict[str, Any] | None = None,
+) -> Config:
+    """Write the demo's config (scaled-down scenarios, the user's over them) to `path` and
+    load it back."""
+    header, data = _config_data(engine, metrics_endpoints, given)
     path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return load_config(path)
 
@@ -307,7 +339,7 @@ def _run_mode(
         target_url = metrics_url(stack.base_url)
         extra = {k: v for k, v in getattr(stack, "metrics_urls", {}).items() if v != target_url}
         config = mode_dir / "config.yaml"
-        write_config(config, args.engine, extra)
+        write_config(config, args.engine, extra, _user_scenarios(args.config))
         store = getattr(getattr(stack, "info", None), "kv_store", None)
         where = f"{stack.base_url}" + (f", KV store: {store}" if store else "")
         print(f"{mode}: {where}", flush=True)
@@ -418,8 +450,17 @@ def format_headlines(
 
 def _prepare(args: argparse.Namespace, root: Path) -> list[tuple[str, Any]]:
     """Write the demo's config at the top of its directory and read its scenarios."""
-    config = write_config(root / "config.yaml", args.engine, {})
+    config = write_config(root / "config.yaml", args.engine, {}, _user_scenarios(args.config))
     scenarios = scenario_configs(config)
+    if args.scenarios:
+        known = {name for name, _ in scenarios}
+        unknown = [name for name in args.scenarios if name not in known]
+        if unknown:
+            raise KvswarmError(
+                f"--scenarios: no enabled scenario {', '.join(unknown)} (the demo's config "
+                f"has: {', '.join(sorted(known))})"
+            )
+        scenarios = [(name, sc) for name, sc in scenarios if name in args.scenarios]
     if not scenarios:
         raise KvswarmError(f"{root / 'config.yaml'}: no enabled scenario to run")
     return scenarios

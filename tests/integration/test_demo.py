@@ -17,14 +17,25 @@ from kvswarm.demo import MODES, scenario_configs
 
 pytestmark = pytest.mark.slow
 
+EXTRA_SCENARIO = """
+scenarios:
+  long_context_small:
+    type: long_context_high_reuse
+    shared_tokens_min: 1000
+    shared_tokens_max: 1500
+"""
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """One short demo (one user per scenario, so hits never wait behind a miss's prefill)."""
     where = tmp_path_factory.mktemp("demo")
+    # One scenario more, added in YAML only: it runs in the demo like the built-in ones.
+    extra = where / "extra.yaml"
+    extra.write_text(EXTRA_SCENARIO)
     completed = subprocess.run(
         [sys.executable, "-m", "kvswarm.cli", "demo", "--seconds", "3", "--users", "1",
-         "--results", str(where)],
+         "--results", str(where), "--config", str(extra)],
         capture_output=True, text=True, timeout=240, cwd=where,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:] + completed.stdout[-3000:]
@@ -41,7 +52,7 @@ def test_demo_runs_each_scenario_alone_in_both_modes(demo: tuple[Path, str]) -> 
     assert f"results: {root}" in stdout
     assert "simulated stack" in stdout
     scenarios = _scenarios(root)
-    assert len(scenarios) >= 5
+    assert len(scenarios) >= 6 and "long_context_small" in scenarios
     for mode in MODES:
         for scenario in scenarios:
             run = load_run(root / mode / scenario)

@@ -63,3 +63,19 @@ def test_every_kept_record_fires_record_kept(tmp_path: Path) -> None:
         plugin.recorder.report(record(i))
     plugin.recorder.drain()
     assert seen == ["r0", "r1", "r2"]
+
+
+def test_every_glue_module_can_be_imported_first() -> None:
+    """A locustfile may import any of them first (the plugin and the scenario classes
+    import each other)."""
+    import subprocess
+    import sys
+
+    for module in ("scenarios", "users", "plugin", "entry", "recorder", "shipping", "options"):
+        completed = subprocess.run(
+            [sys.executable, "-c", f"import kvswarm.locust.{module}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert completed.returncode == 0, (module, completed.stderr[-2000:])

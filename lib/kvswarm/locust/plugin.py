@@ -46,6 +46,10 @@ from kvswarm.config import Config, redacted
 from kvswarm.engines import EngineProfile, detect_engine, engine_profile
 from kvswarm.errors import KvswarmError
 from kvswarm.live import LiveLatency
+
+# The module, not its names: it may be half-imported here (a locustfile that imports
+# kvswarm.locust.scenarios first reaches this module through LLMUser's).
+from kvswarm.locust import scenarios as scenario_users
 from kvswarm.locust.binding import bind, plugin_of
 from kvswarm.locust.events import KvswarmEvents
 from kvswarm.locust.options import (
@@ -56,7 +60,6 @@ from kvswarm.locust.options import (
     add_arguments,
 )
 from kvswarm.locust.recorder import Recorder
-from kvswarm.locust.scenarios import ScenarioSetup, scenario_classes
 from kvswarm.locust.shipping import MasterCollector, WorkerOutbox
 from kvswarm.locust.upstream import apply_workarounds
 from kvswarm.metrics_sources import ServerWindow
@@ -106,7 +109,7 @@ class KvswarmPlugin:
         self._signal = ""
         self._timers: list[Any] = []
         self._user_ids = itertools.count(1)
-        self.scenarios = ScenarioSetup(self)
+        self.scenarios = scenario_users.ScenarioSetup(self)
         self.outbox = WorkerOutbox(environment) if self.is_worker else None
         self.collector: MasterCollector | None = None
         if self.is_master:
@@ -131,7 +134,9 @@ class KvswarmPlugin:
             # A worker's classes are every scenario of its config; it checks at test start
             # only those the master runs.
             select_by_tags(self.environment)
-            ScenarioSetup.check_fit(self.settings.config, self.environment.user_classes)
+            scenario_users.ScenarioSetup.check_fit(
+                self.settings.config, self.environment.user_classes
+            )
         events = self.environment.events
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
@@ -226,7 +231,7 @@ class KvswarmPlugin:
             # Shipped to every worker with the spawn messages that follow.
             options = self.environment.parsed_options
             setattr(options, RUN_UID_OPTION, self.run_uid)
-            scenarios = scenario_classes(self.environment.user_classes)
+            scenarios = scenario_users.scenario_classes(self.environment.user_classes)
             setattr(options, RUN_SCENARIOS_OPTION, ",".join(cls.scenario for cls in scenarios))
         self.live = LiveLatency()
         if self.collector is not None:
@@ -259,7 +264,11 @@ class KvswarmPlugin:
 
     def _warn_if_scenarios_get_no_users(self) -> None:
         users = getattr(self.environment.parsed_options, "num_users", None)
-        active = [cls for cls in scenario_classes(self.environment.user_classes) if cls.weight]
+        active = [
+            cls
+            for cls in scenario_users.scenario_classes(self.environment.user_classes)
+            if cls.weight
+        ]
         if users and active and users < len(active) and self.environment.shape_class is None:
             print(
                 f"kvswarm: warning: {users} user(s) for {len(active)} scenarios: "
@@ -389,7 +398,7 @@ def select_by_tags(environment: Environment) -> None:
     excluded = set(getattr(options, "exclude_tags", None) or ())
     if not tags and not excluded:
         return
-    scenarios = scenario_classes(environment.user_classes)
+    scenarios = scenario_users.scenario_classes(environment.user_classes)
     keep = [
         cls
         for cls in scenarios
