@@ -52,6 +52,10 @@ class LlamaServerOptions:
     cache_ram_mib: int | None = None  # --cache-ram: host-RAM prompt cache; None: default
     kv_unified: bool = False  # one KV buffer shared by all slots instead of one per slot
     alias: str = DEFAULT_ALIAS  # the model name in /v1/models and responses
+    # --slot-save-path: where slot actions may write; llama-server refuses every slot
+    # action (the erase that resets its prompt cache included) without one. None: a
+    # `slots/` folder beside the server's log.
+    slot_save_path: Path | None = None
     extra_args: tuple[str, ...] = ()  # appended to the command line as they are
 
     def __post_init__(self) -> None:
@@ -196,6 +200,8 @@ def server_command(binary: Path, model: Path, options: LlamaServerOptions, port:
         command += ["--threads", str(options.threads), "--threads-batch", str(options.threads)]
     if options.cache_ram_mib is not None:
         command += ["--cache-ram", str(options.cache_ram_mib)]
+    if options.slot_save_path is not None:
+        command += ["--slot-save-path", str(options.slot_save_path)]
     return command + list(options.extra_args)
 
 
@@ -206,6 +212,10 @@ class _PortTaken(Exception):
 def _spawn(
     binary: Path, model: Path, options: LlamaServerOptions, port: int, log_path: Path
 ) -> LlamaServer:
+    if options.slot_save_path is None:
+        options = dataclasses.replace(options, slot_save_path=log_path.parent / "slots")
+    assert options.slot_save_path is not None
+    options.slot_save_path.mkdir(parents=True, exist_ok=True)
     command = server_command(binary, model, options, port)
     with open(log_path, "wb") as log:  # one attempt per log: a retry starts it anew
         process = subprocess.Popen(

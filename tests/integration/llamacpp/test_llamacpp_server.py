@@ -329,3 +329,19 @@ def test_a_port_in_use_is_reported_as_such(tmp_path: Path) -> None:
         options = LlamaServerOptions(port=taken.getsockname()[1], slots=1, ctx_per_slot=512)
         with pytest.raises(KvswarmError, match="port in use"):
             start_llama_server(options, log_path=tmp_path / "server.log")
+
+
+def test_the_engine_profile_resets_the_slot_caches(llama_server: LlamaServer) -> None:
+    from kvswarm.engines import engine_profile
+
+    doc = sized_document(llama_server, 1200, "reset")
+    body = chat_body(doc, 2)
+    for _ in range(2):
+        warm = rawhttp.stream(llama_server.base_url, "/v1/chat/completions", body).chunks()[-1]
+    assert warm["timings"]["cache_n"] > 1000
+    reset = engine_profile("llama.cpp").reset_prefix_cache(llama_server.base_url, 10.0)
+    assert reset.status == "reset", reset
+    after = rawhttp.stream(llama_server.base_url, "/v1/chat/completions", body).chunks()[-1]
+    # Nothing of the document is left in any slot (the chat template's opening may be
+    # matched by chance in a freshly erased slot: llama.cpp matches token by token).
+    assert after["timings"]["cache_n"] < 32, after["timings"]
