@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import StreamServer, start_stream_server
+from tests.support.unpatched_locust import unpatched_locust  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

@@ -7,39 +7,20 @@ per process. Counted in parser builds, not time.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
 import pytest
-from locust import User, argument_parser, constant, runners, task
+from locust import argument_parser, runners
 from locust.env import Environment
 
 from kvswarm.locust.upstream import apply_workarounds
+from tests.support.unpatched_locust import IdleUser
 
 CUSTOM_OPTIONS = 60
 SPAWN_MESSAGES = 3
 READY_TIMEOUT_S = 10.0
-
-
-class IdleUser(User):
-    wait_time = constant(60)
-
-    @task
-    def idle(self) -> None:
-        pass
-
-
-@pytest.fixture
-def unpatched_locust(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Locust as it is before `apply_workarounds` (whatever this process imported earlier),
-    restored after the test."""
-    current = argument_parser.default_args_dict
-    monkeypatch.setattr(
-        argument_parser, "default_args_dict", getattr(current, "__wrapped__", current)
-    )
-    monkeypatch.setattr(runners, "inspect", inspect)
 
 
 def parsed_options_with_custom_options() -> Any:

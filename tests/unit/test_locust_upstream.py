@@ -9,31 +9,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from locust import User, argument_parser, constant, runners, task
+from locust import argument_parser, runners
 from locust.env import Environment
 
 from kvswarm.locust.upstream import apply_workarounds
+from tests.support.unpatched_locust import IdleUser
 
 STACK_DEPTH = 60
-
-
-class IdleUser(User):
-    wait_time = constant(60)
-
-    @task
-    def idle(self) -> None:
-        pass
-
-
-@pytest.fixture
-def unpatched_locust(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Locust as it is before `apply_workarounds` (whatever this process imported earlier),
-    restored after the test."""
-    current = argument_parser.default_args_dict
-    monkeypatch.setattr(
-        argument_parser, "default_args_dict", getattr(current, "__wrapped__", current)
-    )
-    monkeypatch.setattr(runners, "inspect", inspect)
 
 
 def counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
