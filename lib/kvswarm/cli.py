@@ -21,6 +21,7 @@ VERB_MODULES = (
     "kvswarm.demo",
     "kvswarm.sim.cli",
     "kvswarm.llamacpp.cli",
+    "kvswarm.vllm.cli",  # adds `vllm` under llamacpp.cli's `engine` verb
     "kvswarm.locust.launcher",
     "kvswarm.analysis.cli",
 )

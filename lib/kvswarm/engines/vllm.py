@@ -1,17 +1,39 @@
-"""vLLM: one prefix cache shared by all requests, counted in tokens of whole blocks."""
+"""vLLM: one prefix cache shared by all requests, counted in tokens of whole blocks.
+
+Besides the profile's data, what kvswarm learns from a running vLLM:
+
+    from kvswarm.engines import VLLM
+
+    VLLM.served_models(base_url)        # (ServedModel(id, max_model_len, root), ...) | None
+    VLLM.check_model(base_url, model)   # None, or a one-line error: the model is not served
+    VLLM.require_model(base_url, model) # the ServedModel, or KvswarmError with that line
+    VLLM.block_size(snapshot)           # tokens per KV block from vllm:cache_config_info
+    cacheable_tokens(prefix, prompt, block)  # what a designed hit can find cached at most
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kvswarm.engines import probe
 from kvswarm.engines.profile import CacheReset, EngineProfile, MetricNames
 from kvswarm.engines.registry import register_engine
+from kvswarm.errors import KvswarmError
+from kvswarm.metrics_sources.snapshot import Snapshot, split_key
 from kvswarm.tokens import TokenizeShape
-from kvswarm.urls import server_root
+from kvswarm.urls import api_url, server_root
 
-__all__ = ["VLLM", "VLLM_METRICS", "VLLM_TOKENIZE", "VllmProfile"]
+__all__ = [
+    "VLLM",
+    "VLLM_METRICS",
+    "VLLM_TOKENIZE",
+    "ServedModel",
+    "VllmProfile",
+    "cacheable_tokens",
+    "model_mismatch",
+]
 
 VLLM_TOKENIZE = TokenizeShape(
     name="vllm",
@@ -27,6 +49,9 @@ VLLM_METRICS = MetricNames(
     prefix_cache_hits="vllm:prefix_cache_hits_total",
     external_prefix_cache_queries="vllm:external_prefix_cache_queries_total",
     external_prefix_cache_hits="vllm:external_prefix_cache_hits_total",
+    # Tokens of prompts served from the prefix cache (local and external), per finished
+    # request: the sum of usage.prompt_tokens_details.cached_tokens.
+    cached_tokens="vllm:prompt_tokens_cached_total",
     prompt_tokens="vllm:prompt_tokens_total",
     generation_tokens="vllm:generation_tokens_total",
     ttft_seconds="vllm:time_to_first_token_seconds",
@@ -45,13 +70,111 @@ VLLM_CONTEXT_ERROR = re.compile(
 )
 
 
+_SEMANTICS_AT = (
+    "one prefix cache shared by all requests, in whole KV blocks of {block} tokens (this "
+    "server's vllm:cache_config_info block_size); a hit is a block of the prompt whose KV "
+    "is already cached, and the prompt's last token is always computed"
+)
+
+# The info gauge whose labels describe the KV cache (block_size, num_gpu_blocks, ...).
+CACHE_CONFIG_INFO = "vllm:cache_config_info"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One entry of vLLM's `GET /v1/models`."""
+
+    id: str  # the name requests must send (`--served-model-name`)
+    max_model_len: int | None  # prompt + output tokens per request; None if not reported
+    root: str | None = None  # the path or Hub name the weights came from
+
+
+def model_mismatch(served: tuple[ServedModel, ...], model: str, base_url: str) -> str | None:
+    """None when `model` is among `served`, else the one-line error naming both and the fix."""
+    names = [entry.id for entry in served]
+    if model in names:
+        return None
+    listed = ", ".join(repr(name) for name in names) or "no model"
+    suggestion = f"set target.model: {names[0]}" if len(names) == 1 else "set target.model"
+    return (
+        f"target.model is {model!r} but {api_url(base_url, 'models')} serves {listed}; "
+        f"{suggestion} (or point target.base_url at a server of {model!r})"
+    )
+
+
+def cacheable_tokens(prefix_tokens: int, prompt_tokens: int, block_size: int) -> int:
+    """The most cached tokens a request can report when its first `prefix_tokens` are
+    already cached: whole blocks only, and never the prompt's last token (vLLM always
+    computes it), so a prefix shorter than one block cannot hit at all."""
+    usable = min(prefix_tokens, max(0, prompt_tokens - 1))
+    return usable // block_size * block_size
+
+
 @dataclass(frozen=True)
 class VllmProfile(EngineProfile):
-    """vLLM's profile: reports no per-request timings; resets through its dev-mode route."""
+    """vLLM's profile: reports no per-request timings; resets through its dev-mode route;
+    names the served models and their context length; reads its KV block size."""
 
     reset_hint: str = (
         "vLLM serves POST /reset_prefix_cache only when started with VLLM_SERVER_DEV_MODE=1"
     )
+
+    def served_models(
+        self, base_url: str, timeout_s: float = 10.0
+    ) -> tuple[ServedModel, ...] | None:
+        """The models `GET /v1/models` lists; None when it does not answer with a list."""
+        reply = probe.get(api_url(base_url, "models"), timeout_s)
+        data = reply.json() if reply.ok else None
+        entries = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            return None
+        return tuple(_served_model(entry) for entry in entries if isinstance(entry, dict))
+
+    def check_model(self, base_url: str, model: str, timeout_s: float = 10.0) -> str | None:
+        """None when the server serves `model` (or cannot say), else a one-line error.
+
+        A server that does not answer `/v1/models` is no verdict here: the run's other
+        checks report an unreachable target.
+        """
+        served = self.served_models(base_url, timeout_s)
+        if served is None:
+            return None
+        return model_mismatch(served, model, base_url)
+
+    def require_model(
+        self, base_url: str, model: str, timeout_s: float = 10.0
+    ) -> ServedModel | None:
+        """The served entry for `model` (None if the server cannot say); `KvswarmError`
+        with `check_model`'s line when the server serves other models only."""
+        served = self.served_models(base_url, timeout_s)
+        if served is None:
+            return None
+        problem = model_mismatch(served, model, base_url)
+        if problem:
+            raise KvswarmError(problem)
+        return next(entry for entry in served if entry.id == model)
+
+    def cache_semantics_at(self, end: Mapping[str, Snapshot]) -> str:
+        """`cache_semantics` with the block size the server reports (first source that
+        has it), e.g. "... in whole KV blocks of 128 tokens ..."."""
+        sizes = (self.block_size(snapshot) for snapshot in end.values())
+        block = next((size for size in sizes if size), None)
+        if block is None:
+            return self.cache_semantics
+        return _SEMANTICS_AT.format(block=block)
+
+    def block_size(self, snapshot: Snapshot | Mapping[str, float] | None) -> int | None:
+        """Tokens per KV-cache block, from `vllm:cache_config_info{block_size=...}`.
+
+        Takes a `Snapshot`, or samples by key (a snapshot's `samples`, a `SourceReport`'s
+        `end`); None when the gauge is missing (not vLLM, or an old version).
+        """
+        samples = snapshot.samples if isinstance(snapshot, Snapshot) else snapshot or {}
+        for key in samples:
+            name, labels = split_key(key)
+            if name == CACHE_CONFIG_INFO and labels.get("block_size", "").isdigit():
+                return int(labels["block_size"])
+        return None
 
     def reset_prefix_cache(self, base_url: str, timeout_s: float = 10.0) -> CacheReset:
         """`POST <root>/reset_prefix_cache`; a 404 means the dev-mode routes are off."""
@@ -70,7 +193,19 @@ VLLM = register_engine(
         metrics_prefix="vllm:",
         metrics=VLLM_METRICS,
         context_error=VLLM_CONTEXT_ERROR,
-        cache_semantics="one prefix cache shared by all requests, in blocks (16 tokens by "
-        "default); a hit is a block of the prompt whose KV is already cached",
+        cache_semantics="one prefix cache shared by all requests, in whole KV blocks (the "
+        "server's block_size in vllm:cache_config_info: 16 tokens by default on GPUs, 128 "
+        "on the CPU backend); a hit is a block of the prompt whose KV is already cached, "
+        "and the prompt's last token is always computed",
     )
 )
+
+
+def _served_model(entry: Mapping[str, object]) -> ServedModel:
+    length = entry.get("max_model_len")
+    root = entry.get("root")
+    return ServedModel(
+        id=str(entry.get("id", "")),
+        max_model_len=length if isinstance(length, int) else None,
+        root=root if isinstance(root, str) else None,
+    )

