@@ -70,12 +70,6 @@ VLLM_CONTEXT_ERROR = re.compile(
 )
 
 
-_SEMANTICS_AT = (
-    "one prefix cache shared by all requests, in whole KV blocks of {block} tokens (this "
-    "server's vllm:cache_config_info block_size); a hit is a block of the prompt whose KV "
-    "is already cached, and the prompt's last token is always computed"
-)
-
 # The info gauge whose labels describe the KV cache (block_size, num_gpu_blocks, ...).
 CACHE_CONFIG_INFO = "vllm:cache_config_info"
 
@@ -155,13 +149,13 @@ class VllmProfile(EngineProfile):
         return next(entry for entry in served if entry.id == model)
 
     def cache_semantics_at(self, end: Mapping[str, Snapshot]) -> str:
-        """`cache_semantics` with the block size the server reports (first source that
-        has it), e.g. "... in whole KV blocks of 128 tokens ..."."""
+        """`cache_semantics` plus the block size the server reports (the first source that
+        has `vllm:cache_config_info`), e.g. "...; this server's blocks: 128 tokens"."""
         sizes = (self.block_size(snapshot) for snapshot in end.values())
         block = next((size for size in sizes if size), None)
         if block is None:
             return self.cache_semantics
-        return _SEMANTICS_AT.format(block=block)
+        return f"{self.cache_semantics}; this server's blocks: {block} tokens"
 
     def block_size(self, snapshot: Snapshot | Mapping[str, float] | None) -> int | None:
         """Tokens per KV-cache block, from `vllm:cache_config_info{block_size=...}`.

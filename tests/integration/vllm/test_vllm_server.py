@@ -119,7 +119,7 @@ def test_block_size_is_read_from_cache_config_info(vllm_server: VllmServer) -> N
     snapshot = ScrapeSource("target", f"{vllm_server.base_url}/metrics", 5.0).snapshot()
     assert VLLM.block_size(snapshot) == BLOCK
     window = ServerWindow.open(vllm_server.base_url, engine="vllm")
-    assert "blocks of 128 tokens" in window.close().cache_semantics
+    assert "this server's blocks: 128 tokens" in window.close().cache_semantics
 
 
 def test_a_model_the_server_does_not_serve_is_one_line_error(vllm_server: VllmServer) -> None:

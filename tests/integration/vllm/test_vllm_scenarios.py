@@ -1,0 +1,117 @@
+"""kvswarm's five scenarios against a real vLLM (CPU build, tiny model, real prefix cache).
+
+Lengths are scaled to the tiny model's 4096-token context. vLLM has one prefix cache
+shared by every request, in 128-token blocks on CPU, so a designed hit finds its whole
+shared prefix (rounded down to blocks) cached and a designed miss finds nothing: each
+miss starts with a unique tag, so not even its first block matches. Users finish their
+request when the run ends (`--stop-timeout`), so the server's counters over the window
+cover exactly the requests in requests.csv. The completions endpoint is used so a
+cold-start prompt has nothing in common with any other, not even a chat template's
+opening tokens.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from kvswarm.vllm.server import VllmServer
+from tests.support.processes import REPO, run_dirs, run_locust
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+CONFIG = """
+target: {model: tiny, engine: auto, endpoint: completions, max_model_len: 4096}
+generation: {max_tokens: 8}
+timeouts: {ttft_s: 60, idle_s: 30}
+scenarios:
+  long_context_high_reuse:
+    {pool_size: 2, shared_tokens_min: 600, shared_tokens_max: 1000, unique_tokens: 32}
+  code_generation: {pool_size: 1, shared_tokens_min: 800, shared_tokens_max: 800, unique_tokens: 32}
+  multi_turn_conversation:
+    {shared_tokens_min: 200, shared_tokens_max: 400, unique_tokens: 24, max_history_tokens: 2000}
+  batch_processing: {shared_tokens_min: 400, shared_tokens_max: 600, unique_tokens: 32}
+  cold_start: {unique_tokens: 800}
+"""
+CLASSES = {
+    "long_context_high_reuse": "LongContextHighReuseUser",
+    "code_generation": "CodeGenerationUser",
+    "multi_turn_conversation": "MultiTurnConversationUser",
+    "batch_processing": "BatchProcessingUser",
+    "cold_start": "ColdStartUser",
+}
+HITS = 'vllm:prefix_cache_hits_total{engine="0",model_name="tiny"}'
+CACHED = 'vllm:prompt_tokens_cached_total{engine="0",model_name="tiny"}'
+
+
+def run_scenario(server: VllmServer, tmp: Path, scenario: str, users: int, seconds: int):
+    config = tmp / "config.yaml"
+    config.write_text(CONFIG)
+    results = tmp / f"results-{scenario}-{users}"
+    completed = run_locust(
+        [
+            "-f", str(REPO / "locustfiles"), CLASSES[scenario], "--headless",
+            "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "60",
+            "--host", server.base_url, "--kv-config", str(config),
+            "--kv-results", str(results),
+        ],
+        cwd=tmp,
+        timeout_s=240,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (run,) = run_dirs(results)
+    with open(run / "requests.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows, json.loads((run / "run.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(vllm_server: VllmServer, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("vllm-scenarios")
+    return {name: run_scenario(vllm_server, tmp, name, 2, 8) for name in CLASSES}
+
+
+def cached_tokens(rows) -> int:
+    return sum(int(r["cached_tokens"] or 0) for r in rows)
+
+
+def test_every_scenario_runs_without_a_failed_request(runs) -> None:
+    for name, (rows, meta) in runs.items():
+        assert len(rows) >= 3, name
+        assert [r["failure"] for r in rows if r["ok"] != "1"] == [], name
+        assert meta["engine"] == "vllm"
+
+
+def test_designed_misses_find_nothing_cached(runs) -> None:
+    for name, (rows, _) in runs.items():
+        misses = [r for r in rows if r["expected_hit"] == "0"]
+        assert [int(r["cached_tokens"]) for r in misses] == [0] * len(misses), name
+
+
+def test_designed_hits_find_their_prefix_cached(runs) -> None:
+    for name in ("long_context_high_reuse", "code_generation", "batch_processing"):
+        rows, _ = runs[name]
+        hits = [r for r in rows if r["expected_hit"] == "1"]
+        assert hits, name
+        assert all(int(r["cached_tokens"]) > 0 for r in hits), name
+        assert all(int(r["cached_tokens"]) % 128 == 0 for r in hits), name
+
+
+def test_cached_tokens_over_requests_equal_the_servers_counters(runs) -> None:
+    for name, (rows, meta) in runs.items():
+        deltas = meta["server"]["sources"]["target"]["deltas"]
+        assert deltas.get(CACHED, 0) == cached_tokens(rows), name
+        assert deltas.get(HITS, 0) == cached_tokens(rows), name
+
+
+def test_the_report_gives_the_servers_cached_share_and_block_size(runs) -> None:
+    rows, meta = runs["long_context_high_reuse"]
+    server = meta["server"]
+    deltas = server["sources"]["target"]["deltas"]
+    assert server["cached_share"] == pytest.approx(
+        deltas[HITS] / deltas[HITS.replace("hits", "queries")]
+    )
+    assert "this server's blocks: 128 tokens" in server["cache_semantics"]
