@@ -61,7 +61,7 @@ def test_requests_csv_has_one_row_per_request_the_server_saw(headless_run) -> No
 
 
 def test_ttft_agrees_with_the_servers_first_token_time(headless_run) -> None:
-    """The median gap between the client's TTFT and the server's own is under 1 ms. A
+    """The median gap between the client's TTFT and the server's own is under 2 ms. A
     bound on every request would fail on a busy machine whatever the client does (a
     stamp taken by either side after a context switch); bench/bench_client.py measures
     the tail."""
@@ -75,7 +75,7 @@ def test_ttft_agrees_with_the_servers_first_token_time(headless_run) -> None:
         server_ttft_ms = (server["first_write"] - server["received"]) * 1000.0
         gaps.append(float(row["ttft_ms"]) - server_ttft_ms)
     assert len(gaps) > 100
-    assert float(np.median(gaps)) < 1.0, sorted(gaps)[len(gaps) // 2]
+    assert float(np.median(gaps)) < 2.0, sorted(gaps)[len(gaps) // 2]
 
 
 def test_every_row_is_complete_and_counted_once(headless_run) -> None:
