@@ -167,7 +167,8 @@ def test_master_serves_live_percentiles_across_workers_in_web_ui_mode(
     assert live["requests"] >= 40
     ttft = live["percentiles_ms"]["basic"]["ttft"]
     assert 49.0 <= ttft["p50"] <= 60.0
-    assert live["percentiles_ms"]["basic"]["itl"]["count"] == 15 * live["requests"]
+    # One mean gap per request: the live view costs the same whatever the stream's length.
+    assert live["percentiles_ms"]["basic"]["itl"]["count"] == live["requests"]
 
 
 def test_a_short_fleet_run_of_a_95_percent_scenario_designs_about_95_percent_hits(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 
 import gevent
+import pytest
+from locust.argument_parser import parse_options
 from locust.env import Environment
 
 from kvswarm.locust.plugin import KvswarmPlugin
@@ -35,7 +39,57 @@ def test_reports_wait_for_an_idle_loop_then_reach_run_and_stats(tmp_path: Path) 
     stats = environment.runner.stats
     assert stats.get("s", "LLM").num_requests == 1
     assert stats.get("s", "TTFT").num_requests == 1
-    assert stats.get("s", "ITL").num_requests == 2
+    assert stats.get("s", "ITL").num_requests == 1  # --kv-itl-events mean
+
+
+def itl_events(tmp_path: Path, mode: str) -> list[float]:
+    """The ITL response times (ms) Locust's request event got for one 4-gap record."""
+    environment, plugin = plugin_for(tmp_path)
+    plugin.recorder.itl_events = mode
+    seen: list[float] = []
+
+    def on_request(request_type: str, response_time: float, **_kwargs: object) -> None:
+        if request_type == "ITL":
+            seen.append(response_time)
+
+    environment.events.request.add_listener(on_request)
+    gapped = dataclasses.replace(record(0), output_tokens=5, itl_s=(0.01, 0.02, 0.03, 0.02))
+    plugin.recorder.report_now(gapped)
+    return seen
+
+
+def test_itl_events_every_fires_one_event_per_gap(tmp_path: Path) -> None:
+    assert itl_events(tmp_path, "every") == pytest.approx([10.0, 20.0, 30.0, 20.0])
+
+
+def test_itl_events_mean_fires_one_event_per_request_with_its_mean_gap(tmp_path: Path) -> None:
+    assert itl_events(tmp_path, "mean") == pytest.approx([20.0])
+
+
+def test_itl_events_none_fires_no_itl_event(tmp_path: Path) -> None:
+    assert itl_events(tmp_path, "none") == []
+
+
+def test_nothing_feeds_the_live_view_in_a_headless_run(tmp_path: Path) -> None:
+    _environment, plugin = plugin_for(tmp_path)
+    plugin.attach()  # no web UI: headless
+    plugin.recorder.report_now(record(0))
+    assert plugin.live is None
+    assert plugin.events.record_kept._handlers == []
+
+
+def test_the_web_ui_attaches_the_live_view_as_a_record_kept_sink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment, plugin = plugin_for(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["locust"])  # the web UI parses the command line
+    environment.parsed_options = parse_options([])
+    environment.create_web_ui("127.0.0.1", 0, delayed_start=True)  # never served
+    plugin.attach()
+    plugin.recorder.report_now(record(0))
+    assert plugin.live is not None and plugin.live.requests == 1
+    percentiles = plugin.live.percentiles_ms()["s"]
+    assert percentiles["itl"]["count"] == 1  # one mean gap per request, not one per gap
 
 
 def test_a_loop_that_is_never_idle_does_not_hold_records_back(tmp_path: Path) -> None:

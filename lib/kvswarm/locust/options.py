@@ -17,6 +17,7 @@ from typing import Any
 from kvswarm.client import Timeouts, api_key_from_environment
 from kvswarm.config import Config, load_config
 from kvswarm.errors import ConfigError
+from kvswarm.locust.recorder import ITL_EVENTS
 from kvswarm.urls import check_url
 
 __all__ = ["MODES", "KvOptions", "RunSettings", "add_arguments"]
@@ -77,6 +78,14 @@ def add_arguments(parser: Any) -> None:
         "$KVSWARM_API_KEY or $OPENAI_API_KEY); never written to results",
     )
     parser.add_argument(
+        "--kv-itl-events",
+        default="mean",
+        choices=ITL_EVENTS,
+        help="Locust ITL request events per request: mean (one, carrying the request's mean "
+        "inter-token gap), every (one per gap: Locust's request counts then count gaps) or "
+        "none; the exact gaps are in requests.csv and kvswarm's percentiles either way",
+    )
+    parser.add_argument(
         "--kv-run-uid",
         dest=RUN_UID_OPTION,
         default="",
@@ -102,6 +111,7 @@ class KvOptions:
     endpoint: str = ""
     run_id: str = ""
     api_key: str = ""
+    itl_events: str = "mean"
     run_uid: str = ""
     run_scenarios: tuple[str, ...] = ()
 
@@ -119,6 +129,7 @@ class KvOptions:
             endpoint=get("kv_endpoint") or "",
             run_id=get("kv_run_id") or "",
             api_key=get("kv_api_key") or "",
+            itl_events=get("kv_itl_events") or "mean",
             run_uid=get(RUN_UID_OPTION) or "",
             run_scenarios=tuple(filter(None, (get(RUN_SCENARIOS_OPTION) or "").split(","))),
         )
@@ -132,6 +143,7 @@ class KvOptions:
             "endpoint": self.endpoint or None,
             "run_id": self.run_id or None,
             "api_key": "<redacted>" if self.api_key else None,
+            "itl_events": self.itl_events,
         }
 
 
@@ -152,6 +164,11 @@ class RunSettings:
         """Load the config and settle the target; `ConfigError` names what is wrong."""
         if options.mode not in MODES:
             raise ConfigError(f"--kv-mode: must be one of {', '.join(MODES)}, got {options.mode!r}")
+        if options.itl_events not in ITL_EVENTS:
+            raise ConfigError(
+                f"--kv-itl-events: must be one of {', '.join(ITL_EVENTS)}, "
+                f"got {options.itl_events!r}"
+            )
         config = load_config(options.config_path)
         if host:
             try:

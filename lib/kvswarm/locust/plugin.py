@@ -100,8 +100,11 @@ class KvswarmPlugin:
         self._own_options = self.settings.options
         self.run_uid = ""
         self.engine: EngineProfile = engine_profile("openai")
-        self.recorder = Recorder(environment, keep=self._keep)
-        self.live = LiveLatency()
+        self.recorder = Recorder(
+            environment, keep=self._keep, itl_events=self.settings.options.itl_events
+        )
+        # The live view's histograms: kept only when the web UI can serve them.
+        self.live: LiveLatency | None = None
         self.run: RunDirectory | None = None
         self.server: ServerWindow | None = None
         self.summary_text = ""
@@ -144,6 +147,9 @@ class KvswarmPlugin:
         events.quit.add_listener(self._on_quit)
         if self.environment.web_ui is not None:
             self._add_web_routes()
+            # Fed only when something reads it; a headless run pays nothing for it.
+            self.live = LiveLatency()
+            self.events.record_kept.add_listener(self._feed_live)
 
     def watch_signals(self) -> None:
         """Note SIGTERM and SIGINT, so a run they end says `interrupted` and why.
@@ -175,6 +181,7 @@ class KvswarmPlugin:
         self._ending = None
         try:
             self.settings = self._settings_for_this_test()
+            self.recorder.itl_events = self.settings.options.itl_events
             if self.owns_results:
                 self._open_run()
             else:
@@ -233,7 +240,8 @@ class KvswarmPlugin:
             setattr(options, RUN_UID_OPTION, self.run_uid)
             scenarios = scenario_users.scenario_classes(self.environment.user_classes)
             setattr(options, RUN_SCENARIOS_OPTION, ",".join(cls.scenario for cls in scenarios))
-        self.live = LiveLatency()
+        if self.live is not None:
+            self.live = LiveLatency()
         if self.collector is not None:
             self.collector.start()
         self._timers = [
@@ -284,8 +292,11 @@ class KvswarmPlugin:
             self.outbox.add(request)
         elif self.run is not None:
             self.run.add(request)
-            self.live.add(request)
             self.events.record_kept.fire(record=request)
+
+    def _feed_live(self, record: RequestRecord, **_kwargs: Any) -> None:
+        if self.live is not None:
+            self.live.add(record)
 
     def _on_test_stop(self, environment: Environment, **_kwargs: Any) -> None:
         self.recorder.drain()
@@ -357,11 +368,12 @@ class KvswarmPlugin:
             """Live TTFT/TPOT/ITL/E2E percentiles (ms) per scenario, across all workers."""
             from flask import jsonify
 
+            live = self.live or LiveLatency()
             return jsonify(
                 {
                     "run": str(self.run.path) if self.run else None,
-                    "requests": self.live.requests,
-                    "percentiles_ms": self.live.percentiles_ms(),
+                    "requests": live.requests,
+                    "percentiles_ms": live.percentiles_ms(),
                 }
             )
 

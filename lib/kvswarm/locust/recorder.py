@@ -1,9 +1,14 @@
 """Per-request reporting: every finished request is kept and reported to Locust's stats.
 
 A request's record goes to the run (appended to requests.csv, or on a worker shipped to
-the master) and becomes Locust request events: one `LLM` event (response time = E2E,
-length = output tokens), `TTFT`, `TPOT`, and one `ITL` per inter-token gap, all named by
-scenario, so they appear in the web UI, the headless tables and `--csv` files.
+the master) and becomes Locust request events named by scenario, so they appear in the
+web UI, the headless tables and `--csv` files: one `LLM` event (response time = E2E,
+length = output tokens), `TTFT`, `TPOT`, and `ITL` events as `--kv-itl-events` says
+(`ITL_EVENTS`): `mean`, the default, one per request carrying the request's mean
+inter-token gap; `every`, one per gap; `none`. So by default a request costs four events
+whatever its length, and Locust's request counts stay close to requests (with `every`,
+its RPS counts every gap as a request). The exact gaps are in requests.csv either way,
+and kvswarm's own percentiles are computed from them.
 
 The work is deferred to a reporter greenlet that handles one request each time the event
 loop is idle: when many requests end at once, their bookkeeping would otherwise delay the
@@ -25,19 +30,36 @@ from locust.env import Environment
 
 from kvswarm.records import RequestRecord
 
-__all__ = ["MAX_PENDING_REPORTS", "MAX_REPORT_DELAY_S", "REQUEST_TYPE", "Recorder"]
+__all__ = [
+    "ITL_EVENTS",
+    "MAX_PENDING_REPORTS",
+    "MAX_REPORT_DELAY_S",
+    "REQUEST_TYPE",
+    "Recorder",
+]
 
 REQUEST_TYPE = "LLM"
 MAX_PENDING_REPORTS = 64
 MAX_REPORT_DELAY_S = 0.5
+# What `--kv-itl-events` may say: Locust ITL events per request.
+ITL_EVENTS = ("mean", "every", "none")
 
 
 class Recorder:
-    """Keeps records (through `keep`) and fires their Locust request events."""
+    """Keeps records (through `keep`) and fires their Locust request events.
 
-    def __init__(self, environment: Environment, keep: Callable[[RequestRecord], None]) -> None:
+    `itl_events` is one of `ITL_EVENTS`; the plugin sets it from `--kv-itl-events` when
+    a test starts."""
+
+    def __init__(
+        self,
+        environment: Environment,
+        keep: Callable[[RequestRecord], None],
+        itl_events: str = "mean",
+    ) -> None:
         self.environment = environment
         self.keep = keep
+        self.itl_events = itl_events
         self.pending: deque[RequestRecord] = deque()
         self._oldest_pending_t = 0.0
         self._reporter: Any = None
@@ -76,7 +98,7 @@ class Recorder:
             self._reporter = None
 
     def report_now(self, request: RequestRecord) -> None:
-        """Keep a request and fire its Locust events (LLM, TTFT, TPOT, one ITL per gap).
+        """Keep a request and fire its Locust events (LLM, TTFT, TPOT, ITL as configured).
 
         Cancelled requests (the test stopped them) are kept but not reported to Locust.
         """
@@ -96,19 +118,31 @@ class Recorder:
             )
             return
         context = {"request_id": request.request_id}
-        timings = [(REQUEST_TYPE, request.e2e_s)]
+        fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=(request.e2e_s or 0.0) * 1000.0,
+            # Only the request itself has a length: its output tokens.
+            response_length=request.output_tokens,
+            exception=None,
+            context=context,
+        )
+        timings: list[tuple[str, float]] = []
         if request.ttft_s is not None:
             timings.append(("TTFT", request.ttft_s))
         if request.tpot_s is not None:
             timings.append(("TPOT", request.tpot_s))
-        timings.extend(("ITL", gap) for gap in request.itl_s)
+        gaps = request.itl_s
+        if gaps and self.itl_events == "mean":
+            timings.append(("ITL", sum(gaps) / len(gaps)))
+        elif gaps and self.itl_events == "every":
+            timings.extend(("ITL", gap) for gap in gaps)
         for request_type, seconds in timings:
             fire(
                 request_type=request_type,
                 name=name,
-                response_time=(seconds or 0.0) * 1000.0,
-                # Only the request itself has a length: its output tokens.
-                response_length=request.output_tokens if request_type == REQUEST_TYPE else 0,
+                response_time=seconds * 1000.0,
+                response_length=0,
                 exception=None,
                 context=context,
             )
