@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+__all__ = ["write"]
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
