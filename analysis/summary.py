@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from kvswarm.analysis.runs import Run, itl_values
+from kvswarm.runrecord import CPU_SHARE_LIMIT, LOOP_LAG_P99_LIMIT_MS
 
 PERCENTILES = (50, 90, 99)
 METRICS = ("ttft", "tpot", "itl", "e2e")
@@ -147,16 +148,45 @@ def _server_line(run: Run) -> str | None:
     )
 
 
+BOTTLENECK_WARNING = "warning: the load generator, not the server, was the bottleneck"
+
+
+def _load_lines(run: Run) -> list[str]:
+    """Each load-generating process's CPU and event-loop lag; one warning line first when
+    one of them was busy enough to make TTFT and ITL late."""
+    loads = run.record.load_generator
+    if not loads:
+        return []
+    lines = []
+    busy = [name for name, load in loads.items() if load.distorts_timing]
+    if busy:
+        lines.append(
+            f"{BOTTLENECK_WARNING} ({', '.join(busy)}: event-loop lag p99 above "
+            f"{LOOP_LAG_P99_LIMIT_MS:g} ms or CPU above {CPU_SHARE_LIMIT:.0%} of a core); "
+            f"its TTFT and ITL include that wait"
+        )
+    for name, load in loads.items():
+        lines.append(
+            f"load generator {name} ({load.role}): CPU {load.cpu_share:.0%} of a core, "
+            f"event-loop lag p50 {load.loop_lag_p50_ms:.2f} ms, p99 {load.loop_lag_p99_ms:.2f} "
+            f"ms, max {load.loop_lag_max_ms:.1f} ms"
+        )
+    return lines
+
+
 def format_summary(
     summaries: list[ScenarioSummary], results_dir: str, run: Run | None = None
 ) -> str:
     """A compact text table: counts and throughput, then p50/p90/p99 per metric; with the
-    run, its status when it did not finish and the server's own cache figures."""
+    run, its status when it did not finish, the server's own cache figures and each
+    load-generating process's CPU and loop lag (with a warning when they distort timing)."""
     lines = ["kvswarm summary (latencies in ms; exact percentiles over successful requests)"]
     if run is not None and run.record.status not in ("finished", "running"):
         lines.append(f"run {run.record.status}: {run.record.status_reason}")
     if run is not None and (server_line := _server_line(run)):
         lines.append(server_line)
+    if run is not None:
+        lines.extend(_load_lines(run))
     if not summaries:
         lines.append("  no requests were recorded")
     for s in summaries:

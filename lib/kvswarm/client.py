@@ -14,6 +14,7 @@ Under gevent (Locust monkey-patches `socket`) each blocking call yields to other
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import ssl
@@ -158,28 +159,56 @@ def api_key_from_environment() -> str | None:
 
 
 def connect_tcp(address: tuple[str, int], timeout: float) -> socket.socket:
-    """A TCP connection with Nagle off, so small request writes are not delayed."""
-    sock = socket.create_connection(address, timeout=timeout)
+    """A TCP connection with Nagle off, so small request writes are not delayed.
+
+    An IP address is connected to directly: no getaddrinfo (which gevent runs in its
+    thread pool) for a host that needs no lookup. A name is looked up per connection,
+    so a changed DNS entry is followed; with keep-alive that is once per user."""
+    sock = _connect_to_address(address, timeout) or socket.create_connection(
+        address, timeout=timeout
+    )
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _connect_to_address(address: tuple[str, int], timeout: float) -> socket.socket | None:
+    """Connected to an IP address; None when `address` holds a name."""
+    try:
+        ip = ipaddress.ip_address(address[0])
+    except ValueError:
+        return None
+    sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
 class _Response:
     """httptools callbacks: collects the status, headers and body pieces as they parse."""
 
-    __slots__ = ("headers", "body", "headers_done", "complete")
+    __slots__ = ("headers", "body", "headers_done", "complete", "keep_alive", "parser")
 
     def __init__(self) -> None:
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.headers_done = False
         self.complete = False
+        self.keep_alive = False
+        self.parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
+        # Read now: once the message is complete, llhttp has reset its flags for the next
+        # one and `should_keep_alive()` says False whatever the response said.
+        assert self.parser is not None
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -276,7 +305,7 @@ class StreamingClient:
     def _attempt(self, request: CompletionRequest, payload: bytes) -> StreamResult:
         result = self._result = StreamResult(streamed=request.stream)
         self._response = response = _Response()
-        self._parser = httptools.HttpResponseParser(response)
+        self._parser = response.parser = httptools.HttpResponseParser(response)
         self._got_text = False
         # The attempt's wall-clock time, even if it never gets to send (a connect failure).
         result.start_unix_s = time.time()
@@ -293,7 +322,7 @@ class StreamingClient:
                 self._read_stream(result)
             else:
                 self._read_whole(result)
-            if not response.complete or not self._parser.should_keep_alive():
+            if not response.complete or not response.keep_alive:
                 self.close()
         except RequestFailed as failure:
             result.failure = failure.category

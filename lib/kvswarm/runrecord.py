@@ -29,6 +29,7 @@ __all__ = [
     "STATUSES",
     "FleetSection",
     "LocustSection",
+    "ProcessLoad",
     "RecordCounts",
     "RunRecord",
     "Window",
@@ -112,6 +113,39 @@ class FleetSection:
         )
 
 
+# When a load-generating process distorts the timing it measures (summary's warning).
+LOOP_LAG_P99_LIMIT_MS = 1.0
+CPU_SHARE_LIMIT = 0.9
+
+
+@dataclass(frozen=True)
+class ProcessLoad:
+    """One load-generating process over the measured window: its own event-loop lag (how
+    late a probe greenlet's 50 ms sleep woke up) and its CPU use."""
+
+    role: str = _doc("(keyed by process) standalone, master or worker", "standalone")
+    window_s: float = _doc("seconds measured (the test less the warm-up)", 0.0)
+    cpu_s: float = _doc("user+system CPU seconds in the window", 0.0)
+    cpu_share: float = _doc("`cpu_s / window_s`: 1.0 is one core fully busy", 0.0)
+    loop_lag_samples: int = _doc("probe wake-ups measured", 0)
+    loop_lag_p50_ms: float = _doc("median wake-up lateness, ms", 0.0)
+    loop_lag_p99_ms: float = _doc("99th percentile wake-up lateness, ms", 0.0)
+    loop_lag_max_ms: float = _doc("largest wake-up lateness, ms", 0.0)
+
+    @property
+    def distorts_timing(self) -> bool:
+        """Its loop lag or CPU use is enough to make TTFT and ITL late."""
+        return self.loop_lag_p99_ms > LOOP_LAG_P99_LIMIT_MS or self.cpu_share > CPU_SHARE_LIMIT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProcessLoad:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass(frozen=True)
 class RecordCounts:
     """Rows of requests.csv by outcome."""
@@ -156,6 +190,11 @@ class RunRecord:
     )
     tokens: dict[str, Any] = _doc("how each process sized prompts in tokens", factory=dict)
     records: RecordCounts = _doc("rows of requests.csv by outcome", factory=RecordCounts)
+    load_generator: dict[str, ProcessLoad] = _doc(
+        "per load-generating process (`local`, `master`, worker ids): its event-loop lag "
+        "and CPU use over the measured window",
+        factory=dict,
+    )
     load_host: str = _doc("host name of the process that wrote the run", "")
     platform: str = _doc("its platform string", "")
     argv: tuple[str, ...] = _doc("its command line, secret values redacted", ())
@@ -187,6 +226,10 @@ class RunRecord:
             values["locust"] = _tuples(LocustSection, values.get("locust") or {})
             values["fleet"] = FleetSection.from_dict(values.get("fleet") or {})
             values["records"] = RecordCounts(**(values.get("records") or {}))
+            values["load_generator"] = {
+                name: ProcessLoad.from_dict(load)
+                for name, load in (values.get("load_generator") or {}).items()
+            }
             values["argv"] = tuple(values.get("argv") or ())
             server = values.get("server")
             values["server"] = ServerReport.from_dict(server) if server else None
@@ -277,6 +320,7 @@ _NESTED: dict[str, type] = {
     "locust": LocustSection,
     "fleet": FleetSection,
     "records": RecordCounts,
+    "load_generator": ProcessLoad,
     "server": ServerReport,
     "workloads": WorkloadSummary,
 }

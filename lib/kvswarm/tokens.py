@@ -18,15 +18,15 @@ tokens; `LengthStats` records achieved lengths against targets for run.json.
 
 from __future__ import annotations
 
+import http.client
 import math
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -107,7 +107,11 @@ def tokenize_url(base_url: str, shape: TokenizeShape) -> str:
 
 
 class ServerSizer:
-    """Counts tokens with the server's `POST /tokenize`; `calls` counts the requests made."""
+    """Counts tokens with the server's `POST /tokenize`; `calls` counts the requests made.
+
+    Requests go over keep-alive connections, kept for the next count (one per greenlet
+    counting at the same time), so a steady run makes no connection (and no DNS lookup)
+    per count."""
 
     method = "server"
     local = False
@@ -126,6 +130,12 @@ class ServerSizer:
         self.shape = shape
         self.timeout_s = timeout_s
         self.calls = 0
+        self.connections = 0
+        parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._netloc = parts.netloc
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._idle: list[http.client.HTTPConnection] = []
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -133,19 +143,51 @@ class ServerSizer:
     def count(self, text: str) -> int:
         self.calls += 1
         body = orjson.dumps(self.shape.body(text, self.model))
-        request = urllib.request.Request(self.url, data=body, headers=self._headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return self.shape.read_count(orjson.loads(response.read()))
-        except urllib.error.HTTPError as exc:
-            raise TokenizeError(f"POST {self.url}: HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            raise TokenizeError(f"POST {self.url}: {exc.reason}") from None
-        except (OSError, ValueError) as exc:
-            raise TokenizeError(f"POST {self.url}: {exc}") from None
+            try:
+                status, reason, data = self._post(body, reused=bool(self._idle))
+            except _Stale:
+                status, reason, data = self._post(body, reused=False)
+            if status >= 400:
+                raise TokenizeError(f"POST {self.url}: HTTP {status} {reason}")
+            return self.shape.read_count(orjson.loads(data))
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise TokenizeError(f"POST {self.url}: {_reason(exc)}") from None
+
+    def _post(self, body: bytes, *, reused: bool) -> tuple[int, str, bytes]:
+        connection = self._idle.pop() if reused else self._connection()
+        try:
+            connection.request("POST", self._path, body, self._headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            if reused:
+                raise _Stale from exc  # the server closed an idle connection: retry once
+            raise
+        if response.will_close:
+            connection.close()
+        else:
+            self._idle.append(connection)
+        return response.status, response.reason, data
+
+    def _connection(self) -> http.client.HTTPConnection:
+        self.connections += 1
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return kind(self._netloc, timeout=self.timeout_s)
 
     def __repr__(self) -> str:
         return f"ServerSizer({self.url!r}, shape={self.shape.name!r})"
+
+
+class _Stale(Exception):
+    """A kept connection failed before answering (the server closed it while idle)."""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return str(exc) or type(exc).__name__
 
 
 # --- a local Hugging Face tokenizer --------------------------------------------------------
@@ -388,13 +430,20 @@ class Fitted:
     tokens: int
 
 
-class _Draft:
-    """A lazily extended text stream, cut at word ends (so cuts are prefixes of each other)."""
+# Characters a draft generates between two calls of its `pause`.
+PAUSE_EVERY_CHARS = 2048
 
-    def __init__(self, pieces: Iterable[str]) -> None:
+
+class _Draft:
+    """A lazily extended text stream, cut at word ends (so cuts are prefixes of each other).
+
+    `pause`, when given, is called after every `PAUSE_EVERY_CHARS` generated characters."""
+
+    def __init__(self, pieces: Iterable[str], pause: Callable[[], Any] | None = None) -> None:
         self._pieces: Iterator[str] = iter(pieces)
         self._text = ""
         self._done = False
+        self._pause = pause
 
     def _ensure(self, chars: int) -> None:
         """Extend until there is a word end beyond `chars` (or the stream ends)."""
@@ -403,11 +452,16 @@ class _Draft:
         parts = [self._text]
         have = len(self._text)
         want = max(chars + 256, int(chars * 1.1))
+        pause = self._pause
+        next_pause = have + PAUSE_EVERY_CHARS
         for piece in self._pieces:
             parts.append(piece)
             have += len(piece)
             if have >= want:
                 break
+            if pause is not None and have >= next_pause:
+                pause()
+                next_pause = have + PAUSE_EVERY_CHARS
         else:
             self._done = True
         self._text = "".join(parts)
@@ -460,6 +514,10 @@ class TextFitter:
 
     def __init__(self, sizer: TokenSizer, chars_per_token: float = 4.0) -> None:
         self.sizer = sizer
+        # Called now and then while text is generated (every `PAUSE_EVERY_CHARS`), so a
+        # cooperative caller can let other work run: the Locust glue sets a yield to the
+        # event loop, so building a long prompt never holds other users' streams for long.
+        self.pause: Callable[[], Any] | None = None
         self.default_chars_per_token = getattr(sizer, "chars_per_token", chars_per_token)
         self._chars: dict[str, int] = {}  # per kind: characters counted by the sizer
         self._tokens: dict[str, int] = {}  # ... and the tokens they made
@@ -494,7 +552,7 @@ class TextFitter:
         """
         if target <= 0:
             return Fitted("", 0)
-        draft = _Draft(pieces)
+        draft = _Draft(pieces, self.pause)
         if self._counts(kind) or exact:
             return self._fit_counted(draft, target, kind)
         ratio = self.chars_per_token(kind)

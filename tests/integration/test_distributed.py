@@ -87,6 +87,11 @@ def test_master_has_one_row_per_served_request_from_both_workers(
     # The workers were started without --kv-mode: they use the master's.
     assert meta["mode"] == "pd_disaggregated"
     assert {r["mode"] for r in rows} == {"pd_disaggregated"}
+    # Each worker's own loop lag and CPU came with its final batch.
+    loads = meta["load_generator"]
+    assert set(loads) == {"master", *meta["fleet"]["workers"]}
+    assert all(loads[w]["role"] == "worker" and loads[w]["loop_lag_samples"] > 0
+               for w in meta["fleet"]["workers"])  # fmt: skip
 
     truth = {s["request_id"]: s for s in served}
     ok = [r for r in rows if r["ok"] == "1"]

@@ -4,7 +4,8 @@ It streams `max_tokens` chunks (first after `--ttft-ms`, then one every `--tpot-
 vLLM's SSE shape, and logs per request, as JSON lines: the X-Request-Id, the receipt time
 (request fully read), the first-token write time and the last write time, all from
 `time.monotonic()` (the client's `perf_counter` clock on Linux), and the client's
-address (`peer`, the IP the connection came from). A prompt containing
+address (`peer`, the IP the connection came from). `GET /stats` says how many requests
+it served, how many are in flight and how many connections it accepted. A prompt containing
 `FAULT:<kind>` asks for a fault: `http500`, `disconnect`, `stall`, `badjson`, `error`,
 `empty`, `nodone`.
 
@@ -59,8 +60,10 @@ class StreamServer_:
         self.log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
         self.served = 0
         self.in_flight = 0
+        self.connections = 0
 
     def handle(self, sock, address) -> None:
+        self.connections += 1
         try:
             while self._serve_one(sock, address[0]):
                 pass
@@ -88,7 +91,14 @@ class StreamServer_:
             self._send_json(sock, {})
             return True
         if path == "/stats":
-            self._send_json(sock, {"served": self.served, "in_flight": self.in_flight})
+            self._send_json(
+                sock,
+                {
+                    "served": self.served,
+                    "in_flight": self.in_flight,
+                    "connections": self.connections,
+                },
+            )
             return True
         if not path.endswith(("/chat/completions", "/completions")):
             self._send_json(sock, {"error": "not found"}, "404 Not Found")

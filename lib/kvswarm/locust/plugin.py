@@ -52,6 +52,7 @@ from kvswarm.live import LiveLatency
 from kvswarm.locust import scenarios as scenario_users
 from kvswarm.locust.binding import bind, plugin_of
 from kvswarm.locust.events import KvswarmEvents
+from kvswarm.locust.loopprobe import LoopProbe
 from kvswarm.locust.options import (
     RUN_SCENARIOS_OPTION,
     RUN_UID_OPTION,
@@ -65,7 +66,7 @@ from kvswarm.locust.upstream import apply_workarounds
 from kvswarm.metrics_sources import ServerWindow
 from kvswarm.records import RequestRecord
 from kvswarm.rundir import RunDirectory
-from kvswarm.runrecord import FleetSection, LocustSection, Window
+from kvswarm.runrecord import FleetSection, LocustSection, ProcessLoad, Window
 
 __all__ = ["KvswarmPlugin", "exit_with", "plugin_of"]
 
@@ -108,6 +109,7 @@ class KvswarmPlugin:
         self.run: RunDirectory | None = None
         self.server: ServerWindow | None = None
         self.summary_text = ""
+        self.probe = LoopProbe()
         self._ending: tuple[str, str] | None = None
         self._signal = ""
         self._timers: list[Any] = []
@@ -182,6 +184,7 @@ class KvswarmPlugin:
         try:
             self.settings = self._settings_for_this_test()
             self.recorder.itl_events = self.settings.options.itl_events
+            self.probe.start(warmup_s=_warmup(self.settings.config))
             if self.owns_results:
                 self._open_run()
             else:
@@ -304,20 +307,26 @@ class KvswarmPlugin:
             # Stats first: the master closes the run when the final batch arrives.
             self.scenarios.ship_stats()
             assert self.outbox is not None
-            self.outbox.ship_final()
+            self.outbox.ship_final(load=self.probe.stop("worker"))
             return
         self._close_run()
+
+    def _load_generator(self, own: ProcessLoad) -> dict[str, ProcessLoad]:
+        """run.json's `load_generator`: this process's figures, then every worker's."""
+        workers = self.collector.loads if self.collector is not None else {}
+        return {("master" if self.is_master else "local"): own, **dict(sorted(workers.items()))}
 
     def _close_run(self) -> None:
         run = self.run
         if run is None:
             return
+        own = self.probe.stop("master" if self.is_master else "standalone")
         if self.collector is not None:
             run.update(fleet=self.collector.collect_final_batches())
         if self.server is not None:
             run.update(server=self.server.close())
             self.server = None
-        run.update(**self.scenarios.sections())
+        run.update(**self.scenarios.sections(), load_generator=self._load_generator(own))
         self.events.run_closing.fire(environment=self.environment, run=run)
         for timer in self._timers:
             timer.kill(block=False)

@@ -19,6 +19,7 @@ import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import gevent
 from locust import tag, task
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -35,6 +36,7 @@ from kvswarm.workloads import (
     merge_stats,
     shared_material,
 )
+from kvswarm.workloads.request import PromptRequest
 
 if TYPE_CHECKING:
     from kvswarm.locust.plugin import KvswarmPlugin
@@ -46,7 +48,16 @@ PREFIX_MESSAGE = "kvswarm_prefix_used"
 
 
 class ScenarioUser(LLMUser):
-    """A user of one scenario: sends its workload's requests, hands back the replies."""
+    """A user of one scenario: sends its workload's requests, hands back the replies.
+
+    Prompts are built off the timing path: the next request is drafted in a greenlet of
+    its own while this one streams (after the reply, for a workload whose next request is
+    made from it: multi-turn), and long texts are generated with a yield to the event loop
+    every few kB (`TextFitter.pause`), so making a 4,000-token unique prompt never holds
+    the loop while other users' tokens arrive. The draft is the request sent next; it is
+    counted in the workload's stats when it is sent, so a draft the test's end leaves
+    unsent is not counted (a first use of a shared prefix is announced when drafted).
+    """
 
     abstract = True
 
@@ -54,13 +65,24 @@ class ScenarioUser(LLMUser):
         super().__init__(environment)
         self.workload: Workload = self.kv.scenarios.new_workload(self.scenario, self.user_id)
         self._config = self.kv.settings.config.scenarios[self.scenario]
+        self._drafting: gevent.Greenlet | None = None
 
     def wait_time(self) -> float:
         return random.uniform(self._config.wait_min_s, self._config.wait_max_s)
 
+    def on_stop(self) -> None:
+        if self._drafting is not None:
+            self._drafting.kill(block=False)
+            self._drafting = None
+        super().on_stop()
+
     def next_request(self) -> None:
         """Send the workload's next request; a successful reply goes back to it."""
-        request = self.workload.next_request()
+        workload = self.workload
+        request = self._take_draft()
+        workload.count_sent(request)
+        if not workload.next_depends_on_reply:
+            self._draft_next()
         result = self.send(
             messages=request.messages,
             prompt=request.prompt,
@@ -70,7 +92,20 @@ class ScenarioUser(LLMUser):
             expected_hit=request.expected_hit,
         )
         if result.ok:
-            self.workload.observe_reply(request, result.text)
+            workload.observe_reply(request, result.text)
+        if workload.next_depends_on_reply:
+            self._draft_next()
+
+    def _draft_next(self) -> None:
+        self._drafting = gevent.spawn(self.workload.draft_request)
+
+    def _take_draft(self) -> PromptRequest:
+        """The drafted next request (waiting for it if it is still being built), or a new
+        one for the first request."""
+        drafting, self._drafting = self._drafting, None
+        if drafting is None:
+            return self.workload.draft_request()
+        return drafting.get()
 
 
 def _scenario_task(scenario: str) -> Any:
@@ -175,6 +210,7 @@ class ScenarioSetup:
         self.sizer = self._choose_sizer()
         material = shared_material(self.sizer.sizer)
         material.seen.clear()  # a test's design starts from nothing sent
+        material.fitter.pause = _yield_to_the_loop
         if isinstance(plugin.environment.runner, WorkerRunner):
             material.seen.on_first_use = self._announce_first_use
         for cls in classes:
@@ -280,6 +316,10 @@ class ScenarioSetup:
         self.received.extend(msg.data.get("stats", []))
         if msg.data.get("sizer"):
             self.sizers[msg.node_id] = msg.data["sizer"]
+
+
+def _yield_to_the_loop() -> None:
+    gevent.sleep(0)
 
 
 def _build(

@@ -3,7 +3,8 @@
 Workers keep finished records in a bounded outbox and ship it with every stats report
 (`report_to_master`, every few seconds), or at once as a `kvswarm_records` message when it
 fills. When a worker's test stops the plugin ships the rest with `final: true`
-(`ship_final`). The master appends every batch to the run's one requests.csv.
+(`ship_final`), with the worker's own load figures (`ProcessLoad`: its event-loop lag and
+CPU use). The master appends every batch to the run's one requests.csv.
 
 Locust's headless `--run-time` ends a distributed run by firing the master's `test_stop`
 before the workers have stopped. So the master, in its `test_stop`, asks every worker
@@ -25,7 +26,7 @@ from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from kvswarm.records import RequestRecord, record_from_dict, record_to_dict
-from kvswarm.runrecord import FleetSection, WorkerShipment
+from kvswarm.runrecord import FleetSection, ProcessLoad, WorkerShipment
 
 RECORDS_MESSAGE = "kvswarm_records"
 STOP_MESSAGE = "kvswarm_stop"
@@ -58,18 +59,20 @@ class WorkerOutbox:
         batch, self.records = self.records, []
         return batch
 
-    def _send(self, *, final: bool) -> None:
-        self.environment.runner.send_message(
-            RECORDS_MESSAGE, {"records": self._take(), "final": final}
-        )
+    def _send(self, *, final: bool, load: ProcessLoad | None = None) -> None:
+        message: dict[str, Any] = {"records": self._take(), "final": final}
+        if load is not None:
+            message["load"] = load.to_dict()
+        self.environment.runner.send_message(RECORDS_MESSAGE, message)
 
     def _on_report(self, client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
         if self.records:
             data[REPORT_KEY] = self._take()
 
-    def ship_final(self) -> None:
-        """Ship everything left, marked as this worker's last batch of the test."""
-        self._send(final=True)
+    def ship_final(self, load: ProcessLoad | None = None) -> None:
+        """Ship everything left, marked as this worker's last batch of the test, with this
+        worker's load figures."""
+        self._send(final=True, load=load)
 
     def _on_stop_request(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
         # Stopping fires test_stop, where the plugin ships the final batch (with any
@@ -92,6 +95,8 @@ class MasterCollector:
     keep: Callable[[RequestRecord], None]
     is_open: Callable[[], bool]
     workers: dict[str, WorkerTally] = field(default_factory=dict)
+    # Per worker: its load figures, from its final batch.
+    loads: dict[str, ProcessLoad] = field(default_factory=dict)
     late_records: int = 0
 
     def install(self) -> None:
@@ -102,6 +107,7 @@ class MasterCollector:
 
     def start(self) -> None:
         self.workers = {}
+        self.loads = {}
         self.late_records = 0
 
     def _accept(self, worker_id: str, records: list[dict[str, Any]], final: bool) -> None:
@@ -122,6 +128,8 @@ class MasterCollector:
 
     def _on_records(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
         data = msg.data or {}
+        if data.get("load"):
+            self.loads[msg.node_id] = ProcessLoad.from_dict(data["load"])
         self._accept(msg.node_id, data.get("records", []), bool(data.get("final")))
 
     def _on_worker_report(self, client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:

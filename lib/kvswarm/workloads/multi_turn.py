@@ -65,6 +65,7 @@ class _Conversation:
 )
 class MultiTurnWorkload(Workload):
     family = "chat"
+    next_depends_on_reply = True
 
     def __init__(self, context: WorkloadContext) -> None:
         super().__init__(context)

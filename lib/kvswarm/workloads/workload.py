@@ -191,10 +191,18 @@ class Workload(ABC):
     streamed back (multi-turn appends it to the conversation; the others ignore it).
     `prepare()` generates the shared pool ahead of time; `stats` accumulates the reuse and
     length accounting of every request handed out.
+
+    A caller that builds requests ahead of sending them (the Locust users do, off the
+    timing path) calls `draft_request()`, then `count_sent()` when it sends the draft, so
+    `stats` count only requests sent; `next_request()` is the two at once. Drafts come in
+    the same order as requests would; when `next_depends_on_reply` is true the next draft
+    must wait for `observe_reply` of the last request.
     """
 
     # The name it is registered under (set by `register_workload`).
     workload_type: ClassVar[str] = ""
+    # Whether the next request is made from the reply to the last one (multi-turn).
+    next_depends_on_reply: ClassVar[bool] = False
 
     def __init__(self, context: WorkloadContext) -> None:
         self.context = context
@@ -241,11 +249,22 @@ class Workload(ABC):
         """The longest prompt this config can produce, and the config key that bounds it."""
 
     def next_request(self) -> PromptRequest:
-        """The next request of this user."""
+        """The next request of this user, counted as sent."""
+        request = self.draft_request()
+        self.count_sent(request)
+        return request
+
+    def draft_request(self) -> PromptRequest:
+        """The next request of this user, not yet counted in `stats` (see the class doc).
+
+        A first use of a shared prefix is announced when the request is drafted."""
         request = self._next()
         self._schedule.record(request.expected_hit)
-        self.stats.record(request)
         return request
+
+    def count_sent(self, request: PromptRequest) -> None:
+        """Count a drafted request in `stats`: it is being sent."""
+        self.stats.record(request)
 
     def observe_reply(self, request: PromptRequest, reply_text: str) -> None:
         """Hand back the text the server streamed in reply to `request`.
