@@ -1,32 +1,101 @@
-"""Loading a run directory (`results/<run-id>/`) into pandas."""
+"""Loading what a run left on disk into typed pandas frames.
+
+A kvswarm run directory (`results/<run-id>/`: requests.csv, run.json) loads as a `Run`
+with one row per request; a Locust `--csv` prefix alone (`<prefix>_stats.csv`,
+`_stats_history.csv`, `_failures.csv`) loads as a `Run` without per-request rows and with
+Locust's own tables (`Run.locust`), so reports show what those files allow. Nothing here
+imports Locust: result folders copied from anywhere load the same.
+
+Columns get explicit dtypes from the one column spec (`kvswarm.records.COLUMNS`): text
+columns that name a category (scenario, mode, failure, ...) are pandas categoricals, flags
+are bool, counts nullable Int64, durations float64. Inter-token gaps stay as requests.csv
+wrote them (`itl_ms`, one text cell per request) until a caller asks for them
+(`Run.itl`, `itl_values`). A missing or malformed file or column is a `KvswarmError` naming
+the file and the column.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from kvswarm.analysis.locustcsv import LocustCsv, is_locust_prefix, read_locust_csv
 from kvswarm.errors import KvswarmError
 from kvswarm.records import COLUMNS, CSV_COLUMNS
 from kvswarm.runrecord import RunRecord, read_run_record
 
+__all__ = [
+    "CATEGORIES",
+    "ItlGaps",
+    "REQUESTS_CSV",
+    "Run",
+    "itl_values",
+    "load_run",
+    "open_run",
+    "read_requests",
+]
+
 REQUESTS_CSV = "requests.csv"
 SUMMARY_TXT = "summary.txt"
 
-# pandas dtypes of requests.csv's columns, from the one column spec (`kvswarm.records`).
+# Text columns with few distinct values: categoricals (small, fast to group by).
+CATEGORIES = frozenset(
+    {"scenario", "mode", "failure", "endpoint", "output_tokens_source", "finish_reason",
+     "worker_id"}
+)  # fmt: skip
 _DTYPES = {"str": "string", "int": "Int64", "float": "float64", "bool": "Int8"}
+_ROWS_PER_PARSE = 200_000
+
+
+def _dtype(name: str, kind: str) -> str:
+    if name == "itl_ms":
+        return "object"  # parsed on demand (`Run.itl`); Python strings cost least here
+    return "category" if name in CATEGORIES else _DTYPES[kind]
 
 
 @dataclass(frozen=True)
+class ItlGaps:
+    """Every inter-token gap of a run: `row` (the request's position in `Run.requests`)
+    and `gap_ms`, one element per gap."""
+
+    row: np.ndarray
+    gap_ms: np.ndarray
+
+    def of(self, rows: pd.DataFrame) -> np.ndarray:
+        """The gaps (ms) of the given requests (a subset of the run's rows)."""
+        if not len(self.row):
+            return np.empty(0)
+        wanted = np.zeros(int(self.row.max()) + 1, dtype=bool)
+        positions = rows.index.to_numpy()
+        wanted[positions[positions < len(wanted)]] = True
+        return self.gap_ms[wanted[self.row]]
+
+
+@dataclass(frozen=True, eq=False)
 class Run:
-    """One run's data: its record (run.json) and its requests (one row each)."""
+    """One run's data: its record (run.json) and its requests (one row each, indexed by
+    position in requests.csv).
+
+    `locust` holds Locust's own `--csv` tables when the run was loaded from a prefix; such a
+    run has no request rows (`has_requests` is False)."""
 
     path: Path
     record: RunRecord
     requests: pd.DataFrame
+    locust: LocustCsv | None = field(default=None, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.record.run_id or self.path.name
+
+    @property
+    def has_requests(self) -> bool:
+        return self.locust is None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -58,11 +127,77 @@ class Run:
         start = self.record.window.measure_start_unix_s
         return self.requests[self.requests["start_unix_s"] >= start]
 
+    @cached_property
+    def itl(self) -> ItlGaps:
+        """Every inter-token gap, parsed from `itl_ms` on first use."""
+        return parse_itl(self.requests["itl_ms"])
+
+
+def parse_itl(cells: pd.Series) -> ItlGaps:
+    """`itl_ms` cells (`;`-separated ms) as one flat array of gaps with their row positions,
+    parsed a slice of rows at a time so the joined text stays small."""
+    rows: list[np.ndarray] = []
+    gaps: list[np.ndarray] = []
+    for start in range(0, len(cells), _ROWS_PER_PARSE):
+        chunk = cells.iloc[start : start + _ROWS_PER_PARSE]
+        chunk = chunk[chunk.notna() & (chunk != "")]
+        if chunk.empty:
+            continue
+        text = chunk.astype(str)
+        counts = text.str.count(";").to_numpy() + 1
+        values = np.fromstring(";".join(text.to_numpy()), sep=";")
+        if len(values) != counts.sum():
+            raise KvswarmError("requests.csv: column itl_ms: a cell is not `;`-separated numbers")
+        rows.append(np.repeat(chunk.index.to_numpy(), counts))
+        gaps.append(values)
+    if not gaps:
+        return ItlGaps(np.empty(0, dtype=np.int64), np.empty(0))
+    return ItlGaps(np.concatenate(rows), np.concatenate(gaps))
+
+
+def itl_values(requests: pd.DataFrame) -> pd.Series:
+    """Every inter-token gap (ms) of the given rows, one value per gap."""
+    return pd.Series(parse_itl(requests["itl_ms"]).gap_ms, dtype=float)
+
+
+def _malformed(path: Path) -> str:
+    """Which column of a requests.csv pandas could not type: re-read as text, find the
+    first cell that is not of its column's kind."""
+    try:
+        text = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, ValueError) as exc:
+        return f"{path}: not a CSV file ({exc})"
+    for column in COLUMNS:
+        if column.name not in text.columns or column.kind == "str":
+            continue
+        cells = text[column.name]
+        cells = cells[cells != ""]
+        bad = cells[pd.to_numeric(cells, errors="coerce").isna()]
+        if column.kind in ("int", "bool") and bad.empty:
+            numbers = pd.to_numeric(cells)
+            bad = cells[numbers != numbers.round()]
+        if not bad.empty:
+            line = int(bad.index[0]) + 2  # 1-based, after the header
+            return (
+                f"{path}: column {column.name}: line {line}: {bad.iloc[0]!r} is not "
+                f"{'an' if column.kind == 'int' else 'a'} {column.kind}"
+            )
+    return f"{path}: not a kvswarm requests.csv"
+
 
 def read_requests(path: Path) -> pd.DataFrame:
-    """requests.csv as a typed DataFrame (dtypes from the column spec; flags as bool),
-    with `itl_ms` kept as text (see `itl_values`)."""
-    dtypes = {column.name: _DTYPES[column.kind] for column in COLUMNS}
+    """requests.csv as a typed DataFrame (dtypes from the column spec; flags as bool,
+    categories as categoricals), with `itl_ms` kept as text (see `Run.itl`)."""
+    dtypes = {column.name: _dtype(column.name, column.kind) for column in COLUMNS}
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except FileNotFoundError:
+        raise KvswarmError(f"{path}: no such file (is this a kvswarm results directory?)") from None
+    except pd.errors.EmptyDataError:
+        raise KvswarmError(f"{path}: empty file (expected a header row)") from None
+    missing = [name for name in CSV_COLUMNS if name not in header]
+    if missing:
+        raise KvswarmError(f"{path}: column {missing[0]} is missing (not a kvswarm requests.csv?)")
     try:
         frame = pd.read_csv(
             path,
@@ -70,26 +205,12 @@ def read_requests(path: Path) -> pd.DataFrame:
             keep_default_na=False,
             na_values={column.name: [""] for column in COLUMNS if column.nullable},
         )
-    except FileNotFoundError:
-        raise KvswarmError(f"{path}: no such file (is this a kvswarm results directory?)") from None
-    except (pd.errors.ParserError, ValueError, TypeError) as exc:
-        raise KvswarmError(f"{path}: not a kvswarm requests.csv ({exc})") from None
-    missing = [name for name in CSV_COLUMNS if name not in frame.columns]
-    if missing:
-        raise KvswarmError(f"{path}: column {missing[0]} is missing (not a kvswarm requests.csv?)")
+    except (pd.errors.ParserError, ValueError, TypeError, OverflowError):
+        raise KvswarmError(_malformed(path)) from None
     for column in COLUMNS:
         if column.kind == "bool":
             frame[column.name] = frame[column.name].fillna(0).astype(bool)
     return frame
-
-
-def itl_values(requests: pd.DataFrame) -> pd.Series:
-    """Every inter-token gap (ms) of the given rows, one value per gap."""
-    text = requests["itl_ms"].fillna("")
-    text = text[text != ""]
-    if text.empty:
-        return pd.Series([], dtype=float)
-    return pd.Series(np.fromstring(";".join(text), sep=";"), dtype=float)
 
 
 def load_run(directory: str | Path) -> Run:
@@ -99,3 +220,37 @@ def load_run(directory: str | Path) -> Run:
         raise KvswarmError(f"{path}: no such results directory")
     record = read_run_record(path) or RunRecord(run_id=path.name)
     return Run(path=path, record=record, requests=read_requests(path / REQUESTS_CSV))
+
+
+def _empty_requests() -> pd.DataFrame:
+    return pd.DataFrame(
+        {c.name: pd.Series([], dtype=_dtype(c.name, c.kind).replace("Int8", "bool")) for c in COLUMNS}
+    )
+
+
+def open_run(source: str | Path, mode: str | None = None) -> Run:
+    """A kvswarm run directory or a Locust `--csv` prefix (`results/x` for
+    `results/x_stats.csv`, or the `_stats.csv` file itself).
+
+    `mode` names the deployment mode where the files do not (a Locust prefix), and
+    overrides nothing a run.json records."""
+    path = Path(source)
+    if path.is_dir() and (path / REQUESTS_CSV).exists():
+        run = load_run(path)
+        if mode and not read_run_record(path):
+            return Run(run.path, run.record.with_changes(mode=mode), run.requests)
+        return run
+    if is_locust_prefix(path):
+        tables = read_locust_csv(path)
+        record = RunRecord(
+            run_id=tables.prefix.name,
+            mode=mode or "unknown",
+            status="finished",
+            window=tables.window(),
+        )
+        return Run(path=tables.prefix, record=record, requests=_empty_requests(), locust=tables)
+    if path.is_dir():
+        raise KvswarmError(f"{path / REQUESTS_CSV}: no such file (is this a kvswarm results "
+                           "directory or a Locust --csv prefix?)")  # fmt: skip
+    raise KvswarmError(f"{path}: no such results directory or Locust --csv prefix "
+                       f"({path}_stats.csv)")  # fmt: skip
