@@ -67,7 +67,11 @@ def pinned_to(core: int | None):
 
 
 def start_stream_server(
-    directory: Path, ttft_ms: float = 50, tpot_ms: float = 10, core: int | None = None
+    directory: Path,
+    ttft_ms: float = 50,
+    tpot_ms: float = 10,
+    core: int | None = None,
+    tokens: int = 0,
 ) -> StreamServer:
     log_path = directory / "server-log.jsonl"
     process = subprocess.Popen(
@@ -83,6 +87,8 @@ def start_stream_server(
             str(tpot_ms),
             "--log",
             str(log_path),
+            "--tokens",
+            str(tokens),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -10,7 +10,8 @@ it served, how many are in flight and how many connections it accepted. A prompt
 `empty`, `nodone`.
 
 Run: python -m tests.support.streamserver --port 0 --log FILE  (prints `PORT <n>`);
-`--bind ADDRESS` listens on another address than 127.0.0.1.
+`--bind ADDRESS` listens on another address than 127.0.0.1; `--tokens N` streams N tokens
+whatever a request's max_tokens (benchmarks: every locustfile gets the same streams).
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ class _Request:
 
 
 class StreamServer_:
-    def __init__(self, ttft_s: float, tpot_s: float, log_path: str | None) -> None:
+    def __init__(
+        self, ttft_s: float, tpot_s: float, log_path: str | None, tokens: int = 0
+    ) -> None:
         self.ttft_s = ttft_s
         self.tpot_s = tpot_s
+        self.tokens = tokens
         self.log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
         self.served = 0
         self.in_flight = 0
@@ -148,7 +152,7 @@ class StreamServer_:
             )
             return True
         chat = "messages" in body
-        n = int(body.get("max_tokens") or 16)
+        n = self.tokens or int(body.get("max_tokens") or 16)
         if not body.get("stream"):
             gevent.sleep(
                 max(0.0, received + self.ttft_s + self.tpot_s * (n - 1) - time.monotonic())
@@ -229,8 +233,11 @@ def main() -> None:
     parser.add_argument("--ttft-ms", type=float, default=50.0)
     parser.add_argument("--tpot-ms", type=float, default=10.0)
     parser.add_argument("--log")
+    parser.add_argument(
+        "--tokens", type=int, default=0, help="stream this many tokens whatever max_tokens says"
+    )
     args = parser.parse_args()
-    app = StreamServer_(args.ttft_ms / 1000.0, args.tpot_ms / 1000.0, args.log)
+    app = StreamServer_(args.ttft_ms / 1000.0, args.tpot_ms / 1000.0, args.log, args.tokens)
     server = StreamServer((args.bind, args.port), app.handle, backlog=1024)
     server.start()
     print(f"PORT {server.server_port}", flush=True)

@@ -1,0 +1,568 @@
+"""Real Locust against ground truth: CPU per streamed token and TTFT error of `locust --headless`.
+
+Each case runs real processes for `--seconds` against the tests' streaming server
+(tests/support/streamserver.py: TTFT 50 ms, TPOT 10 ms, every stream `--tokens` tokens
+whatever its max_tokens, a fresh server per case), and over the steady part (from
+`--warmup` s after the run started to `STOP_MARGIN_S` before its end) reports:
+
+- µs CPU/token: each load-generating process's user+system CPU in the window (/proc)
+  divided by the tokens the server wrote in the window (token i of a request at its first
+  write + i x TPOT, no later than its last write); for a fleet, the workers' together;
+- TTFT err p50/p99: the client's TTFT minus the server's own (first-token write - request
+  receipt, same monotonic clock), over the requests that started in the window;
+- ratio: µs CPU/token over the bare gevent loop's at the same users.
+
+The cases, each run unpinned (as a user runs it) and then pinned (server on one core, the
+load generator on the other) unless `--pinning` says otherwise:
+
+- `loop`: a bare gevent socket loop in its own process: raw sockets, the SSE events
+  split by hand and parsed with orjson (the floor for any gevent client);
+- `client`: kvswarm's bare `StreamingClient`, one greenlet per user, no Locust;
+- `fixed`: `locust -f tests/support/locustfile_basic.py` (one fixed prompt);
+- one per scenario: `locust -f locustfiles/ <Class>` with the small `SCENARIO_CONFIG`;
+- `fleet`: a master and two workers with the fixed prompt (the master's CPU is reported
+  as a share of one worker's).
+
+`--ceiling` measures instead the records/s one master takes: two `locust --worker`
+processes whose users ship synthetic 64-token records (no HTTP) at a controlled rate;
+reported per rate: records/s received, the master's CPU share of a core and µs per record.
+
+    .venv/bin/python bench/bench_locust.py --users 50 200
+    .venv/bin/python bench/bench_locust.py --ceiling --rates 2000 5000 10000 20000
+
+`--kvswarm-lib DIR` runs the Locust processes with another kvswarm (a `lib/` folder of an
+older commit, e.g. from `git archive`) first on PYTHONPATH, for before/after figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.processes import StreamServer, run_dirs, start_stream_server  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STOP_MARGIN_S = 1.0
+TTFT_MS = 50.0
+TPOT_MS = 10.0
+BASIC_LOCUSTFILE = REPO / "tests" / "support" / "locustfile_basic.py"
+SCENARIOS = {
+    "LongContextHighReuseUser": "long_context_high_reuse",
+    "CodeGenerationUser": "code_generation",
+    "MultiTurnConversationUser": "multi_turn_conversation",
+    "BatchProcessingUser": "batch_processing",
+    "ColdStartUser": "cold_start",
+}
+# The built-in scenarios as they are (ColdStartUser: 4,000-token unique prompts), with
+# room in the context for the longest and the streams' length.
+SCENARIO_CONFIG = """\
+target: {max_model_len: 40000}
+generation: {max_tokens: 64}
+"""
+SYNTHETIC_LOCUSTFILE = """\
+import os
+import time
+
+import gevent
+from locust import constant, task
+
+from kvswarm.locust.users import LLMUser
+from kvswarm.records import RequestRecord
+
+INTERVAL_S = 1.0 / float(os.environ["KV_BENCH_RATE_PER_USER"])
+
+
+class SyntheticUser(LLMUser):
+    scenario = "synthetic"
+    wait_time = constant(0)
+
+    @task
+    def ship(self) -> None:
+        self.n = getattr(self, "n", 0) + 1
+        self.kv.recorder.report(RequestRecord(
+            request_id=f"{self.kv.worker_id}-{self.user_id}-{self.n}",
+            worker_id=self.kv.worker_id, user_id=self.user_id, scenario="synthetic",
+            mode="non_disaggregated", endpoint="chat", streamed=True,
+            start_unix_s=time.time(), ok=True, output_tokens=64,
+            output_tokens_source="usage", text_chunks=64, ttft_s=0.05, tpot_s=0.01,
+            e2e_s=0.68, itl_s=(0.01,) * 63,
+        ))
+        gevent.sleep(INTERVAL_S)
+"""
+
+
+# --- the bare load generators (run as `bench_locust.py --bare KIND ...`) -----------------
+
+
+def bare_main(kind: str, url: str, users: int, seconds: float, out: Path) -> None:
+    import gevent.monkey
+
+    gevent.monkey.patch_all()
+    import gevent
+
+    ttfts: dict[str, float] = {}
+    one = _bare_loop_request if kind == "loop" else _bare_client_request
+    print("READY", flush=True)
+    deadline = time.monotonic() + seconds
+
+    def user(index: int) -> None:
+        state: dict = {}
+        sequence = 0
+        while time.monotonic() < deadline:
+            sequence += 1
+            request_id = f"{kind}-{index}-{sequence}"
+            ttfts[request_id] = one(state, url, request_id)
+
+    greenlets = [gevent.spawn_later(0.01 * i / users, user, i) for i in range(users)]
+    gevent.joinall(greenlets, raise_error=True)
+    out.write_text(json.dumps(ttfts))
+
+
+def _bare_client_request(state: dict, url: str, request_id: str) -> float:
+    from kvswarm.client import CompletionRequest, StreamingClient
+
+    client = state.get("client") or state.setdefault("client", StreamingClient(url))
+    result = client.complete(
+        CompletionRequest(
+            endpoint="chat",
+            model="m",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "Say something."}],
+            request_id=request_id,
+        )
+    )
+    if not result.ok:
+        raise RuntimeError(result.error)
+    return result.ttft_s
+
+
+def _bare_loop_request(state: dict, url: str, request_id: str) -> float:
+    """One streamed chat completion over a raw keep-alive socket; its TTFT."""
+    import orjson
+
+    sock = state.get("sock")
+    if sock is None:
+        host, port = url.removeprefix("http://").split(":")
+        sock = state["sock"] = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    body = orjson.dumps(
+        {
+            "model": "m",
+            "max_tokens": 64,
+            "stream": True,
+            "messages": [{"role": "user", "content": "Say something."}],
+        }
+    )
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url}\r\nContent-Type: application/json"
+        f"\r\nX-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    start = time.perf_counter()
+    sock.sendall(head + body)
+    ttft = None
+    buffer = b""
+    while True:
+        data = sock.recv(65536)
+        now = time.perf_counter()
+        if not data:
+            raise RuntimeError("server closed the connection")
+        buffer += data
+        *events, buffer = buffer.split(b"\n\n")
+        for event in events:
+            at = event.find(b"data: ")
+            if at < 0:
+                continue
+            payload = event[at + 6 :]
+            if payload == b"[DONE]":
+                continue
+            chunk = orjson.loads(payload)
+            choices = chunk.get("choices")
+            if ttft is None and choices and choices[0].get("delta", {}).get("content"):
+                ttft = now - start
+        if buffer.endswith(b"0\r\n\r\n"):
+            return ttft
+
+
+# --- running a case --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass
+class Case:
+    name: str
+    users: int
+    kind: str  # loop, client, locust, fleet
+    locust_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    case: Case
+    pinned: bool
+    tokens: int
+    requests: int
+    failed: int
+    cpu_s: float  # the load generator's (a fleet's workers together)
+    master_cpu_s: float | None
+    errors_ms: list[float]
+    window_s: float
+
+    @property
+    def us_per_token(self) -> float:
+        return self.cpu_s / self.tokens * 1e6 if self.tokens else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+def spawn(
+    command: list[str], cwd: Path, log: Path, core: int | None, env: dict
+) -> subprocess.Popen:
+    cores = sorted(os.sched_getaffinity(0))
+    preexec = None
+    if core is not None and len(cores) >= 2:
+        chosen = {cores[core]}
+        preexec = lambda: os.sched_setaffinity(0, chosen)  # noqa: E731
+    with open(log, "w") as output:
+        return subprocess.Popen(
+            command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
+        )
+
+
+def locust_command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "locust", *args]
+
+
+def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> Outcome:
+    workdir = base / f"{case.name}-u{case.users}-{'pinned' if pinned else 'unpinned'}"
+    workdir.mkdir()
+    server = start_stream_server(
+        workdir, ttft_ms=TTFT_MS, tpot_ms=TPOT_MS, core=0 if pinned else None, tokens=args.tokens
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if args.kvswarm_lib:
+        env["PYTHONPATH"] = f"{args.kvswarm_lib}:{REPO}"
+    core = 1 if pinned else None
+    results = workdir / "results"
+    try:
+        processes, master = start_processes(case, server, workdir, results, core, env, args)
+        try:
+            started = wait_started(case, processes, master, workdir, results)
+            time.sleep(max(0.0, started + args.warmup - time.monotonic()))
+            window_start = time.monotonic()
+            before = [process_cpu_s(p.pid) for p in processes]
+            master_before = process_cpu_s(master.pid) if master else 0.0
+            time.sleep(max(0.0, started + args.seconds - STOP_MARGIN_S - time.monotonic()))
+            after = [process_cpu_s(p.pid) for p in processes]
+            master_after = process_cpu_s(master.pid) if master else 0.0
+            window_end = time.monotonic()
+            for process in [*processes, *([master] if master else [])]:
+                process.wait(timeout=120)
+        finally:
+            for process in [*processes, *([master] if master else [])]:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        server.wait_idle()
+    finally:
+        server.stop()
+    ttfts, failed = client_ttfts(case, workdir, results)
+    served = server.log()
+    tokens = tokens_in(served, window_start, window_end)
+    truth = {entry["request_id"]: entry for entry in served}
+    errors = [
+        (ttft - (truth[rid]["first_write"] - truth[rid]["received"])) * 1000.0
+        for rid, ttft in ttfts.items()
+        if rid in truth
+        and "first_write" in truth[rid]
+        and window_start <= truth[rid]["received"] < window_end
+    ]
+    return Outcome(
+        case=case,
+        pinned=pinned,
+        tokens=tokens,
+        requests=sum(1 for e in served if window_start <= e["received"] < window_end),
+        failed=failed,
+        cpu_s=sum(b - a for a, b in zip(before, after, strict=True)),
+        master_cpu_s=(master_after - master_before) if master else None,
+        errors_ms=errors,
+        window_s=window_end - window_start,
+    )
+
+
+def start_processes(
+    case: Case,
+    server: StreamServer,
+    workdir: Path,
+    results: Path,
+    core: int | None,
+    env: dict,
+    args: argparse.Namespace,
+) -> tuple[list[subprocess.Popen], subprocess.Popen | None]:
+    """The load generator's processes (a fleet's workers), and a fleet's master."""
+    if case.kind in ("loop", "client"):
+        command = [
+            sys.executable, str(Path(__file__).resolve()), "--bare", case.kind, server.url,
+            str(case.users), str(args.seconds), str(workdir / "ttft.json"),
+        ]  # fmt: skip
+        return [spawn(command, workdir, workdir / "bare.log", core, env)], None
+    common = [
+        "--headless", "-u", str(case.users), "-r", str(case.users), "-t", f"{args.seconds:g}s",
+        "--host", server.url, "--kv-results", str(results), "--only-summary",
+    ]  # fmt: skip
+    if case.kind == "locust":
+        command = locust_command([*case.locust_args, *common])
+        return [spawn(command, workdir, workdir / "locust.log", core, env)], None
+    port = free_port()
+    master = spawn(
+        locust_command(
+            [*case.locust_args, "--master", "--master-bind-host", "127.0.0.1",
+             "--master-bind-port", str(port), "--expect-workers", "2", *common]
+        ),
+        workdir, workdir / "master.log", core, env,
+    )  # fmt: skip
+    workers = [
+        spawn(
+            locust_command(
+                [
+                    *case.locust_args,
+                    "--worker",
+                    "--master-host",
+                    "127.0.0.1",
+                    "--master-port",
+                    str(port),
+                ]
+            ),
+            workdir,
+            workdir / f"worker{i}.log",
+            core,
+            env,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    return workers, master
+
+
+def wait_started(
+    case: Case,
+    processes: list[subprocess.Popen],
+    master: subprocess.Popen | None,
+    workdir: Path,
+    results: Path,
+) -> float:
+    """When load started (monotonic): the run directory opened, or the bare process ready."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if case.kind in ("loop", "client"):
+            if "READY" in (workdir / "bare.log").read_text():
+                return time.monotonic()
+        elif results.exists() and run_dirs(results):
+            return time.monotonic()
+        if any(p.poll() is not None for p in [*processes, *([master] if master else [])]):
+            break
+        time.sleep(0.02)
+    logs = "\n".join(p.read_text()[-1500:] for p in workdir.glob("*.log"))
+    raise RuntimeError(f"{case.name}: load did not start\n{logs}")
+
+
+def client_ttfts(case: Case, workdir: Path, results: Path) -> tuple[dict[str, float], int]:
+    if case.kind in ("loop", "client"):
+        return json.loads((workdir / "ttft.json").read_text()), 0
+    (run,) = run_dirs(results)
+    with open(run / "requests.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    ok = {r["request_id"]: float(r["ttft_ms"]) / 1000.0 for r in rows if r["ok"] == "1"}
+    failed = sum(1 for r in rows if r["ok"] != "1" and r["failure"] != "cancelled")
+    return ok, failed
+
+
+def tokens_in(served: list[dict], start: float, end: float) -> int:
+    """Tokens the server wrote in [start, end): token i at first_write + i x TPOT."""
+    tpot = TPOT_MS / 1000.0
+    total = 0
+    for entry in served:
+        first, last = entry.get("first_write"), entry.get("last_write")
+        if first is None or last is None:
+            continue
+        n = round((last - first) / tpot) + 1
+        lo = max(0, int((start - first) / tpot + 0.999999))
+        hi = min(n - 1, int((end - first) / tpot - 1e-9))
+        total += max(0, hi - lo + 1)
+    return total
+
+
+# --- the cases and the table ----------------------------------------------------------
+
+
+def cases(args: argparse.Namespace, base: Path) -> list[Case]:
+    config = base / "scenarios.yaml"
+    config.write_text(SCENARIO_CONFIG)
+    basic = ["-f", str(BASIC_LOCUSTFILE)]
+    chosen: list[Case] = []
+    for users in args.users:
+        chosen.append(Case("loop", users, "loop"))
+        chosen.append(Case("client", users, "client"))
+        chosen.append(Case("fixed", users, "locust", basic))
+    for class_name in args.scenarios:
+        scenario_args = ["-f", str(REPO / "locustfiles"), "--kv-config", str(config), class_name]
+        chosen.append(Case(class_name, args.users[0], "locust", scenario_args))
+    if args.fleet:
+        chosen.append(Case("fleet", args.users[0], "fleet", basic))
+    return chosen
+
+
+def print_row(o: Outcome, loop: dict[tuple[int, bool], Outcome]) -> None:
+    floor = loop.get((o.case.users, o.pinned))
+    ratio = f"{o.us_per_token / floor.us_per_token:.2f}" if floor else "-"
+    master = (
+        f"{o.master_cpu_s / (o.cpu_s / 2):.1%}" if o.master_cpu_s is not None and o.cpu_s else "-"
+    )
+    errors = o.errors_ms or [float("nan")]
+    print(
+        f"| {o.case.name} | {o.case.users} | {'pinned' if o.pinned else 'unpinned'} "
+        f"| {o.requests} | {o.failed} | {o.tokens} | {o.cpu_s / o.window_s:.2f} "
+        f"| {o.us_per_token:.1f} | {ratio} | {statistics.median(errors):.2f} "
+        f"| {percentile(errors, 0.99):.2f} | {master} |",
+        flush=True,
+    )
+
+
+def run_cases(args: argparse.Namespace, base: Path) -> None:
+    print(
+        "| case | users | pinning | requests in window | failed | tokens in window "
+        "| cores | µs CPU/token | ratio to loop | TTFT err p50 ms | p99 ms "
+        "| master / one worker CPU |"
+    )
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    loop: dict[tuple[int, bool], Outcome] = {}
+    for pinned in args.pinning:
+        for case in cases(args, base):
+            outcome = run_case(case, pinned, args, base)
+            if case.kind == "loop":
+                loop[(case.users, pinned)] = outcome
+            print_row(outcome, loop)
+
+
+# --- the master's ceiling -------------------------------------------------------------
+
+
+def run_ceiling(args: argparse.Namespace, base: Path) -> None:
+    locustfile = base / "locustfile_synthetic.py"
+    locustfile.write_text(SYNTHETIC_LOCUSTFILE)
+    users_per_worker = 50
+    print(
+        "| records/s asked | records/s received | master cores | master µs/record "
+        "| worker cores (each) | late records | lost workers |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for rate in args.rates:
+        workdir = base / f"ceiling-{rate}"
+        workdir.mkdir()
+        results = workdir / "results"
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "KV_BENCH_RATE_PER_USER": str(rate / (2 * users_per_worker)),
+        }
+        case = Case("ceiling", 2 * users_per_worker, "fleet", ["-f", str(locustfile)])
+        server = start_stream_server(workdir)
+        try:
+            workers, master = start_processes(case, server, workdir, results, None, env, args)
+            started = wait_started(case, workers, master, workdir, results)
+            time.sleep(args.warmup)
+            t0, m0 = time.time(), process_cpu_s(master.pid)
+            w0 = [process_cpu_s(w.pid) for w in workers]
+            time.sleep(max(0.0, started + args.seconds - STOP_MARGIN_S - time.monotonic()))
+            t1, m1 = time.time(), process_cpu_s(master.pid)
+            w1 = [process_cpu_s(w.pid) for w in workers]
+            for process in [master, *workers]:
+                process.wait(timeout=180)
+        finally:
+            server.stop()
+        (run,) = run_dirs(results)
+        meta = json.loads((run / "run.json").read_text())
+        with open(run / "requests.csv", newline="") as handle:
+            starts = [float(r["start_unix_s"]) for r in csv.DictReader(handle)]
+        received = sum(1 for s in starts if t0 <= s < t1) / (t1 - t0)
+        master_cores = (m1 - m0) / (t1 - t0)
+        worker_cores = statistics.mean(b - a for a, b in zip(w0, w1, strict=True)) / (t1 - t0)
+        print(
+            f"| {rate} | {received:.0f} | {master_cores:.2f} "
+            f"| {master_cores / received * 1e6:.1f} | {worker_cores:.2f} "
+            f"| {meta['fleet']['late_records']} | {len(meta['fleet']['lost_workers'])} |",
+            flush=True,
+        )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--bare":
+        kind, url, users, seconds, out = sys.argv[2:7]
+        bare_main(kind, url, int(users), float(seconds), Path(out))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--users", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), help="user classes")
+    parser.add_argument("--no-fleet", dest="fleet", action="store_false")
+    parser.add_argument(
+        "--pinning", nargs="+", default=["unpinned", "pinned"], choices=["unpinned", "pinned"]
+    )
+    parser.add_argument("--seconds", type=float, default=14.0, help="run time of each case")
+    parser.add_argument("--warmup", type=float, default=4.0, help="left out of the window")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
+    parser.add_argument("--kvswarm-lib", default="", help="another kvswarm's lib/ folder")
+    parser.add_argument("--ceiling", action="store_true", help="measure the master's ceiling")
+    parser.add_argument("--rates", type=int, nargs="+", default=[2000, 5000, 10000, 20000])
+    parser.add_argument("--keep", action="store_true", help="keep the runs' files in /tmp")
+    args = parser.parse_args()
+    args.pinning = [p == "pinned" for p in args.pinning]
+    print(
+        f"{os.cpu_count()} cores; server TTFT {TTFT_MS:g} ms, TPOT {TPOT_MS:g} ms, "
+        f"{args.tokens} tokens/stream; {args.seconds:g} s per case, window from "
+        f"{args.warmup:g} s to {args.seconds - STOP_MARGIN_S:g} s; kvswarm "
+        f"{args.kvswarm_lib or 'this checkout'}; load average before: "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+    )
+    base = Path(tempfile.mkdtemp(prefix="kvswarm-bench-locust-"))
+    try:
+        if args.ceiling:
+            run_ceiling(args, base)
+        else:
+            run_cases(args, base)
+    finally:
+        if args.keep:
+            print(f"\nfiles kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"\nload average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
