@@ -28,7 +28,10 @@ class KvswarmEvents(Events):
     """
     Fired on the results-owning process for every request record appended to the run
     (on the master: every record of every worker), after it is in requests.csv's buffer.
-    Keep listeners cheap: they run once per request.
+    This is where sinks attach (the live histograms when the web UI is on, an exporter),
+    and only when something reads them, so a run without them pays nothing. Keep
+    listeners cheap and O(1) per request whatever its token count (a record's `itl_s`
+    holds one value per gap: use their mean or a bounded sample).
 
     Event arguments:
 

@@ -11,12 +11,16 @@ environment's events, in this order:
 - `test_start`: options re-read (the web UI's start form may have changed them; workers get
   the master's), then on the results-owning process (standalone or master) the run
   directory, the server-metrics window and the run's unique id; on every process that
-  runs users the token sizer and the shared pools;
+  runs users the token sizer and the shared pools; on every process the loop probe
+  (`LoopProbe`: its own event-loop lag and CPU over the measured window);
 - each finished request: kept (requests.csv, or shipped to the master) and reported to
-  Locust's statistics (`Recorder`);
+  Locust's statistics (`Recorder`, `--kv-itl-events`); on the results owner,
+  `events.record_kept` feeds the sinks attached to it (the live histograms, only when the
+  web UI serves them);
 - `test_stop`: pending reports drained; a worker ships its workload stats, then its final
-  batch of records; the results owner waits for every worker's final batch, closes the
-  server window, writes run.json's sections and the summary;
+  batch of records with its loop-probe figures; the results owner waits for every
+  worker's final batch, closes the server window, writes run.json's sections (with
+  `load_generator`: every process's loop lag and CPU) and the summary;
 - `quitting`: a run still open is marked `interrupted` (a signal or a quit ended it);
 - `quit`: the summary is printed after Locust's own tables.
 
