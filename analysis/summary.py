@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kvswarm.analysis.metrics import failures_by_category, goodput_per_s, hit_split, percentiles
 from kvswarm.analysis.runs import Run, itl_values
 from kvswarm.runrecord import CPU_SHARE_LIMIT, LOOP_LAG_P99_LIMIT_MS
 
@@ -35,6 +36,13 @@ class ScenarioSummary:
     configured_reuse: float | None = None
     designed_hit_share: float | None = None
     cached_share: float | None = None
+    # Successful requests split into hits and misses (`split_basis`: "cached tokens" where
+    # the server reported them for every request, else "design"), with their TTFT p50/p90.
+    split_basis: str = "design"
+    hits: int = 0
+    misses: int = 0
+    ttft_hit_ms: dict[int, float | None] = field(default_factory=dict)
+    ttft_miss_ms: dict[int, float | None] = field(default_factory=dict)
 
 
 def _percentiles(values: pd.Series) -> dict[int, float | None]:
@@ -56,7 +64,7 @@ def summarize_rows(
     cancelled = rows["failure"] == "cancelled"
     ok_rows = rows[rows["ok"]]
     failed = rows[~rows["ok"] & ~cancelled]
-    failures = {str(k): int(v) for k, v in failed["failure"].value_counts().sort_index().items()}
+    failures = failures_by_category(failed)
     rate = None if not window_s else len(ok_rows) / window_s
     tokens = None if not window_s else float(ok_rows["output_tokens"].sum()) / window_s
     latency = {
@@ -67,15 +75,15 @@ def summarize_rows(
     }
     reported = ok_rows.dropna(subset=["cached_tokens", "prompt_tokens"])
     prompt_total = float(reported["prompt_tokens"].sum())
-    goodput = None
-    if window_s and slo:
-        meets = (ok_rows["ttft_ms"] <= slo["ttft_ms"]) & (
-            ok_rows["tpot_ms"].isna() | (ok_rows["tpot_ms"] <= slo["tpot_ms"])
-        )
-        goodput = int(meets.sum()) / window_s
+    split = hit_split(rows)
     return ScenarioSummary(
         scenario=name,
-        goodput_per_s=goodput,
+        goodput_per_s=goodput_per_s(rows, window_s, slo),
+        split_basis=split.basis,
+        hits=len(split.hits),
+        misses=len(split.misses),
+        ttft_hit_ms=percentiles(split.hits["ttft_ms"], (50, 90)),
+        ttft_miss_ms=percentiles(split.misses["ttft_ms"], (50, 90)),
         configured_reuse=configured_reuse,
         designed_hit_share=float(ok_rows["expected_hit"].mean()) if len(ok_rows) else None,
         cached_share=float(reported["cached_tokens"].sum()) / prompt_total
@@ -132,6 +140,18 @@ def _cache_line(s: ScenarioSummary) -> str:
     return (
         f"reuse {configured}designed hits {_share(s.designed_hit_share)} of requests; "
         f"server-reported cached {cached}"
+    )
+
+
+def _split_line(s: ScenarioSummary) -> str:
+    def side(word: str, n: int, ttft: dict[int, float | None]) -> str:
+        if not n:
+            return f"{word} 0"
+        return f"{word} {n} (TTFT p50 {_cell(ttft.get(50), 2)}, p90 {_cell(ttft.get(90), 2)} ms)"
+
+    return (
+        f"{side('hits', s.hits, s.ttft_hit_ms)}, {side('misses', s.misses, s.ttft_miss_ms)}; "
+        f"split by {s.split_basis}"
     )
 
 
@@ -202,6 +222,7 @@ def format_summary(
             f"goodput {_cell(s.goodput_per_s, 2)} req/s within the SLOs"
         )
         lines.append(f"  cache: {_cache_line(s)}")
+        lines.append(f"  {_split_line(s)}")
         lines.append(f"  {'metric':<6} {'p50':>10} {'p90':>10} {'p99':>10}")
         for metric in METRICS:
             values = s.latency[metric]
