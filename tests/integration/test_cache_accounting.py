@@ -142,3 +142,23 @@ def test_pd_rows_carry_the_per_request_split_and_the_store_is_named(
         "mooncake" if importlib.util.find_spec("mooncake") is not None else "in-process"
     )
     assert server["kv_store"] == expected_store
+
+
+def test_a_target_serving_another_model_is_one_line_before_any_load(
+    sim: StackProcess, tmp_path: Path
+) -> None:
+    config = tmp_path / "other-model.yaml"
+    config.write_text("target: {model: some/other-model}\n")
+    completed = run_locust(
+        [
+            "-f", str(REPO / "locustfiles"), "ColdStartUser", "--headless", "-u", "1",
+            "-t", "5s", "--host", sim.base_url, "--kv-config", str(config),
+            "--kv-results", str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    lines = [line for line in completed.stderr.splitlines() if line.startswith("kvswarm:")]
+    assert len(lines) == 1, lines
+    assert "some/other-model" in lines[0] and "target.model" in lines[0]
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())

@@ -205,3 +205,12 @@ def test_wanted_misses_are_spent_on_first_uses_while_items_are_unseen(build_work
     # no request began with its tag before the pool had been used up
     last_first_use = requests.index(first_uses[-1])
     assert all(r.prefix_id for r in requests[:last_first_use])
+
+
+def test_a_prefix_shorter_than_the_servers_block_is_a_designed_miss(build_workload) -> None:
+    workload = build_workload("batch_processing")
+    requests = [workload.next_request() for _ in range(30)]
+    assert any(request.expected_hit for request in requests)
+    blocked = build_workload("batch_processing")
+    blocked.min_hit_tokens = 10**6  # longer than any prefix
+    assert not any(blocked.next_request().expected_hit for _ in range(30))

@@ -67,10 +67,11 @@ from kvswarm.locust.options import (
 from kvswarm.locust.recorder import Recorder
 from kvswarm.locust.shipping import MasterCollector, WorkerOutbox
 from kvswarm.locust.upstream import apply_workarounds
-from kvswarm.metrics_sources import ServerWindow
+from kvswarm.metrics_sources import ServerWindow, Snapshot, scrape
 from kvswarm.records import RequestRecord
 from kvswarm.rundir import RunDirectory
 from kvswarm.runrecord import FleetSection, LocustSection, ProcessLoad, Window
+from kvswarm.urls import metrics_url
 
 __all__ = ["KvswarmPlugin", "exit_with", "plugin_of"]
 
@@ -104,6 +105,7 @@ class KvswarmPlugin:
         # that exists only on the master's host).
         self._own_options = self.settings.options
         self.run_uid = ""
+        self.block_size: int | None = None
         self.engine: EngineProfile = engine_profile("openai")
         self.recorder = Recorder(
             environment, keep=self._keep, itl_events=self.settings.options.itl_events
@@ -196,6 +198,9 @@ class KvswarmPlugin:
                     f"{self.worker_id}.{secrets.token_hex(4)}"
                 )
                 self.engine = engine_profile(self._engine_name())
+                if getattr(self.engine, "block_size", None) is not None:
+                    target = scrape(metrics_url(self.settings.base_url))
+                    self.block_size = self._block_size(target)
             self.scenarios.start()
         except KvswarmError as exc:
             self.abort(str(exc))
@@ -212,6 +217,21 @@ class KvswarmPlugin:
             options = KvOptions(**{**vars(options), "config_path": self._own_options.config_path})
         return RunSettings.resolve(options, self.environment.host)
 
+    def _check_model(self) -> None:
+        """A target that serves another model than the config names is one line now, not
+        a failed request per request (engines that can say: vLLM, the simulator)."""
+        check = getattr(self.engine, "check_model", None)
+        if check is None:
+            return
+        problem = check(self.settings.base_url, self.settings.config.model_name)
+        if problem:
+            raise KvswarmError(problem)
+
+    def _block_size(self, snapshot: Snapshot | None) -> int | None:
+        """The server's KV block size, where its engine reports one (vLLM: 128 on CPU)."""
+        read = getattr(self.engine, "block_size", None)
+        return read(snapshot) if read is not None and snapshot is not None else None
+
     def _engine_name(self) -> str:
         configured = self.settings.config.target.engine
         return configured if configured != "auto" else detect_engine(self.settings.base_url)[0]
@@ -223,6 +243,8 @@ class KvswarmPlugin:
             settings.base_url, config.target.engine, dict(config.metrics_endpoints)
         )
         self.engine = engine_profile(self.server.engine)
+        self._check_model()
+        self.block_size = self._block_size(self.server.start.get("target"))
         self.run = RunDirectory.create(
             settings.results_dir,
             mode=settings.mode,

@@ -255,7 +255,7 @@ class ScenarioSetup:
     def _build(self, scenario: str, *, user_id: int) -> Workload:
         assert self.sizer is not None
         plugin = self.plugin
-        return _build(
+        workload = _build(
             plugin.settings.config,
             scenario,
             sizer=self.sizer.sizer,
@@ -263,6 +263,8 @@ class ScenarioSetup:
             worker_id=plugin.worker_id,
             user_id=user_id,
         )
+        workload.min_hit_tokens = plugin.block_size or 0
+        return workload
 
     def _stats_states(self) -> list[dict[str, Any]]:
         merged = merge_stats(workload.stats for workload in self.workloads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from abc import ABC, abstractmethod
@@ -203,6 +204,9 @@ class Workload(ABC):
     workload_type: ClassVar[str] = ""
     # Whether the next request is made from the reply to the last one (multi-turn).
     next_depends_on_reply: ClassVar[bool] = False
+    # Tokens a reused prefix needs before the server can hit on it (its KV block size,
+    # where it reports one); the Locust glue sets it when the test starts.
+    min_hit_tokens: int = 0
 
     def __init__(self, context: WorkloadContext) -> None:
         self.context = context
@@ -257,8 +261,12 @@ class Workload(ABC):
     def draft_request(self) -> PromptRequest:
         """The next request of this user, not yet counted in `stats` (see the class doc).
 
-        A first use of a shared prefix is announced when the request is drafted."""
+        A first use of a shared prefix is announced when the request is drafted. A prefix
+        shorter than `min_hit_tokens` (the server's KV block: a shorter prefix cannot be
+        cached) is a designed miss."""
         request = self._next()
+        if request.expected_hit and request.prefix_tokens < self.min_hit_tokens:
+            request = dataclasses.replace(request, expected_hit=False)
         self._schedule.record(request.expected_hit)
         return request
 
