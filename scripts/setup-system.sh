@@ -9,6 +9,10 @@
 #                                                        docker-compose.yml (no Docker engine:
 #                                                        installed without recommends)
 #                                        iproute2        network namespaces (multi-host test)
+#                                        prometheus      a real Prometheus (and promtool)
+#                                                        scraping kvswarm's exporter in tests
+#                                        chromium chromium-driver  opening HTML reports
+#                                                        headless (report tests, selenium)
 # Called by scripts/setup.sh. Safe to run again: apt-get runs only when a package is
 # missing, so a second run takes a fraction of a second.
 set -euo pipefail
@@ -16,7 +20,7 @@ set -euo pipefail
 packages=(libibverbs1 libnuma1 libcurl4)
 for arg in "$@"; do
   case "$arg" in
-    --dev) packages+=(cmake g++ make docker-compose iproute2) ;;
+    --dev) packages+=(cmake g++ make docker-compose iproute2 prometheus chromium chromium-driver) ;;
     *) echo "setup-system.sh: unknown option $arg (expected --dev)" >&2; exit 2 ;;
   esac
 done

@@ -15,10 +15,11 @@ from kvswarm.metrics_sources.snapshot import (  # isort: skip
     counter_deltas,
     parse_metrics,
     sample_key,
+    snapshot_of,
     split_key,
 )
 from kvswarm.metrics_sources.source import MetricsSource  # isort: skip
-from kvswarm.metrics_sources.scrape import ScrapeSource, scrape  # isort: skip
+from kvswarm.metrics_sources.scrape import ScrapeSource, read_page, scrape  # isort: skip
 from kvswarm.metrics_sources.report import ServerReport, SourceReport  # isort: skip
 from kvswarm.metrics_sources.window import ServerWindow, cache_source_names  # isort: skip
 
@@ -33,6 +34,8 @@ __all__ = [
     "counter_deltas",
     "parse_metrics",
     "sample_key",
+    "read_page",
     "scrape",
+    "snapshot_of",
     "split_key",
 ]

@@ -8,19 +8,26 @@ from dataclasses import dataclass
 
 from kvswarm.metrics_sources.snapshot import Snapshot, parse_metrics
 
-__all__ = ["ScrapeSource", "scrape"]
+__all__ = ["ScrapeSource", "read_page", "scrape"]
+
+
+def read_page(url: str, timeout_s: float = 5.0) -> tuple[str, str]:
+    """GET a /metrics page: (text, "") or ("", why it could not be read)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.read().decode("utf-8", "replace"), ""
+    except urllib.error.HTTPError as exc:
+        return "", f"HTTP {exc.code} from {url}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return "", f"cannot read {url}: {reason}"
 
 
 def scrape(url: str, timeout_s: float = 5.0) -> Snapshot:
     """GET a /metrics page; failures come back as a Snapshot with `error` set."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            text = response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        return Snapshot(url=url, error=f"HTTP {exc.code} from {url}")
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return Snapshot(url=url, error=f"cannot read {url}: {reason}")
+    text, error = read_page(url, timeout_s)
+    if error:
+        return Snapshot(url=url, error=error)
     try:
         snapshot = parse_metrics(text, url)
     except ValueError as exc:

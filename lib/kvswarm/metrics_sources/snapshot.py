@@ -7,12 +7,20 @@ Prometheus text format), the form run.json keeps. Parsing is prometheus-client's
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Snapshot", "counter_deltas", "parse_metrics", "sample_key", "split_key"]
+__all__ = [
+    "Snapshot",
+    "counter_deltas",
+    "parse_metrics",
+    "sample_key",
+    "snapshot_of",
+    "split_key",
+]
 
 _ACCUMULATING_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -77,9 +85,14 @@ def split_key(key: str) -> tuple[str, dict[str, str]]:
 
 def parse_metrics(text: str, url: str = "") -> Snapshot:
     """Parse Prometheus exposition text with prometheus-client's parser."""
+    return snapshot_of(text_string_to_metric_families(text), url)
+
+
+def snapshot_of(families: Iterable[Metric], url: str = "") -> Snapshot:
+    """The Snapshot of metric families already parsed (by prometheus-client's parser)."""
     samples: dict[str, float] = {}
     accumulating: set[str] = set()
-    for family in text_string_to_metric_families(text):
+    for family in families:
         grows = family.type in ("counter", "histogram", "summary", "gaugehistogram")
         for sample in family.samples:
             if sample.name.endswith("_created"):
