@@ -16,8 +16,11 @@ directory per scenario (run.json, requests.csv, summary.txt) and Locust's logs a
 The numbers come from a simulator: they show how kvswarm measures, not how fast any real
 serving stack is.
 
-With `--engine llamacpp` the target is instead a real llama.cpp `llama-server` with a
-tiny generated model (`kvswarm engine llamacpp`; built once, about 5 minutes), in the
+With `--engine vllm` the target is real vLLM (its CPU build, installed once into its own
+venv, about 3 minutes; `kvswarm engine vllm`) serving a tiny generated model with prefix
+caching, in the non-disaggregated mode only. With `--engine llamacpp` the target is a real
+llama.cpp `llama-server` with a tiny generated model (`kvswarm engine llamacpp`; built
+once, about 5 minutes), in the
 non-disaggregated mode only, with prompts scaled to its 4096-token slots.
 """
 
@@ -92,6 +95,26 @@ LLAMACPP_CONFIG_HEADER = (
     "# down to fit a tiny model's 4096-token llama.cpp slots, with small pools (llama.cpp\n"
     "# caches per slot). Keys not listed keep the defaults.\n"
 )
+# For the tiny vLLM model: one 4096-token context, one prefix cache shared by all requests
+# in 128-token blocks (vLLM's CPU backend), so pools can be as in the sim demo, only shorter.
+VLLM_SCENARIOS: dict[str, dict[str, Any]] = {
+    "long_context_high_reuse": {"shared_tokens_min": 1500, "shared_tokens_max": 2500},
+    "code_generation": {"shared_tokens_min": 1500, "shared_tokens_max": 1500},
+    "multi_turn_conversation": {
+        "shared_tokens_min": 300,
+        "shared_tokens_max": 600,
+        "max_history_tokens": 3000,
+    },
+    "batch_processing": {"shared_tokens_min": 600, "shared_tokens_max": 1000},
+    "cold_start": {"unique_tokens": 1000},
+}
+VLLM_CONFIG_HEADER = (
+    "# Written by `kvswarm demo --engine vllm`: the original suite's scenarios scaled down\n"
+    "# to fit a tiny model's 4096-token context on vLLM's CPU build (prefix caching on).\n"
+    "# Keys not listed keep the defaults.\n"
+)
+# Real engines the demo can start itself; they serve one mode (no PD stack of their own).
+REAL_ENGINES = ("llamacpp", "vllm")
 # The sizes the scaling line compares, with the words it uses for them.
 SIZE_FIELDS = (
     ("shared_tokens_min", "shared_tokens_max", "shared prefix"),
@@ -144,7 +167,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=("sim", "llamacpp"),
+        choices=("sim", *REAL_ENGINES),
         default="sim",
         help="sim: the simulated stack, both modes (default); llamacpp: a real llama-server "
         "with a tiny model, non_disaggregated only",
@@ -195,6 +218,15 @@ def _config_data(
     engine: str, metrics_endpoints: dict[str, str], given: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, Any]]:
     """The demo config's header comment and content."""
+    if engine == "vllm":
+        from kvswarm.vllm.server import DEFAULT_MODEL_NAME
+
+        return VLLM_CONFIG_HEADER, {
+            "target": {"model": DEFAULT_MODEL_NAME, "engine": "vllm", "max_model_len": 4096},
+            "generation": {"max_tokens": 16},
+            "scenarios": _merged(VLLM_SCENARIOS, given or {}),
+            "metrics_endpoints": metrics_endpoints,
+        }
     if engine == "llamacpp":
         from kvswarm.llamacpp.server import DEFAULT_ALIAS
 
@@ -265,6 +297,16 @@ def _progress(label: str, elapsed: float, total: float, requests: int, final: bo
 
 def _start_target(mode: str, engine: str, mode_dir: Path) -> Any:
     """The server under test, as a context manager with `base_url` and `metrics_urls`."""
+    if engine == "vllm":
+        from kvswarm.vllm.install import ensure_vllm
+        from kvswarm.vllm.server import VllmServerOptions, start_vllm_server
+
+        install = ensure_vllm()
+        return start_vllm_server(
+            VllmServerOptions(max_model_len=4096),
+            python=install.python,
+            log_path=mode_dir / "server.log",
+        )
     if engine == "llamacpp":
         from kvswarm.llamacpp.build import ensure_llama_server
         from kvswarm.llamacpp.server import LlamaServerOptions, start_llama_server
@@ -328,7 +370,9 @@ def _run_mode(
     mode: str, args: argparse.Namespace, root: Path, scenarios: list[str], done: int, total: int
 ) -> list[DemoRun]:
     """Start the target once, then run each scenario against it in turn."""
-    target = "llama-server" if args.engine == "llamacpp" else "the simulated stack"
+    target = {"llamacpp": "llama-server", "vllm": "vLLM (CPU build)"}.get(
+        args.engine, "the simulated stack"
+    )
     print(f"{mode}: starting {target}", flush=True)
     mode_dir = root / mode
     mode_dir.mkdir(parents=True, exist_ok=True)
@@ -365,7 +409,12 @@ def _change(drop: float | None) -> str:
 
 
 def _intro(engine: str, args: argparse.Namespace, scaling: list[str]) -> list[str]:
-    if engine == "llamacpp":
+    if engine == "vllm":
+        lines = [
+            "kvswarm demo — real vLLM (its CPU build) with a tiny random-weight model on this",
+            "machine's CPU: a real engine and a real prefix cache, not a production model or GPU.",
+        ]
+    elif engine == "llamacpp":
         lines = [
             "kvswarm demo — a real llama-server (llama.cpp) with a tiny random-weight model on",
             "this machine's CPU: real prefill, decode and prompt cache, not a production model.",
@@ -386,6 +435,8 @@ def _intro(engine: str, args: argparse.Namespace, scaling: list[str]) -> list[st
 
 
 def _mode_title(mode: str, engine: str, stores: set[str | None]) -> str:
+    if engine == "vllm":
+        return f"{mode}: one vLLM server with prefix caching (128-token blocks on CPU)"
     if engine == "llamacpp":
         return f"{mode}: one llama-server with its per-slot prompt cache"
     if mode == "non_disaggregated":
@@ -467,10 +518,11 @@ def _prepare(args: argparse.Namespace, root: Path) -> list[tuple[str, Any]]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    if args.engine == "llamacpp":
+    if args.engine in REAL_ENGINES:
         if args.modes != ["non_disaggregated"] and args.modes != list(MODES):
-            raise KvswarmError("--engine llamacpp runs the non_disaggregated mode only")
+            raise KvswarmError(f"--engine {args.engine} runs the non_disaggregated mode only")
         args.modes = ["non_disaggregated"]
+    if args.engine == "llamacpp":
         args.users = min(args.users, LLAMACPP_SLOTS)
     stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
     root = Path(args.results).resolve() / f"demo-{stamp}"
