@@ -46,6 +46,7 @@ PROFILES = {
     "sim": {"sim-non-disagg", "sim-pd"},
     "pd": {"mooncake-master", "vllm-prefiller", "vllm-decoder", "vllm-proxy"},
     "non-disagg": {"vllm-server"},
+    "observability": {"prometheus", "grafana"},
 }
 LOAD_GENERATOR = {"locust-master", "locust-worker"}
 GPU_SERVICES = ("vllm-prefiller", "vllm-decoder", "vllm-server")
@@ -190,7 +191,16 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_docker_compose_config_accepts_the_file_with_every_profile() -> None:
     completed = docker_compose(
-        "--profile", "sim", "--profile", "pd", "--profile", "non-disagg", "config", "-q"
+        "--profile",
+        "sim",
+        "--profile",
+        "pd",
+        "--profile",
+        "non-disagg",
+        "--profile",
+        "observability",
+        "config",
+        "-q",
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr == "", "docker-compose warned: " + completed.stderr
@@ -269,6 +279,42 @@ def test_load_generator_mounts_locustfiles_configs_and_results(
     for name in LOAD_GENERATOR:
         sources = {volume.split(":")[0] for volume in services[name]["volumes"]}
         assert {"./locustfiles", "./configs", "./results"} <= sources, name
+
+
+def test_observability_profile_runs_prometheus_on_our_config_and_grafana_as_admin(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert "./configs/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert 9090 in published_targets(prometheus)
+    assert "./configs/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "./configs/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    environment = grafana["environment"]
+    assert (environment["GF_SECURITY_ADMIN_USER"], environment["GF_SECURITY_ADMIN_PASSWORD"]) == (
+        "admin",
+        "admin",
+    )
+    assert 3000 in published_targets(grafana)
+
+
+def test_prometheus_scrapes_what_the_compose_services_serve(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = yaml.safe_load((REPO / "configs" / "prometheus.yml").read_text())
+    master = services["locust-master"]
+    assert master["environment"]["KVSWARM_EXPORTER_BIND"] == "0.0.0.0"
+    exporter_port = int(master["environment"]["KVSWARM_EXPORTER_PORT"])
+    assert exporter_port in published_targets(master)
+    for job in config["scrape_configs"]:
+        for group in job["static_configs"]:
+            for target in group["targets"]:
+                host, port = target.rsplit(":", 1)
+                assert host in services, f"{job['job_name']}: {target}: no such service"
+                if job["job_name"] == "kvswarm":
+                    assert (host, int(port)) == ("locust-master", exporter_port)
+                else:
+                    assert int(port) in published_targets(services[host]), target
 
 
 def test_vllm_services_reserve_nvidia_gpus(services: dict[str, dict[str, Any]]) -> None:
@@ -738,6 +784,19 @@ def test_master_pod_is_annotated_for_prometheus(base: list[dict[str, Any]]) -> N
     ]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "9646"
+
+
+def test_the_master_serves_the_exporter_on_the_service_metrics_port(
+    base: list[dict[str, Any]],
+) -> None:
+    settings = find(base, "ConfigMap", "kvswarm-settings")["data"]
+    assert settings["KVSWARM_EXPORTER_BIND"] == "0.0.0.0"
+    service = find(base, "Service", "kvswarm-master")
+    (metrics,) = [port for port in service["spec"]["ports"] if port["name"] == "metrics"]
+    assert int(settings["KVSWARM_EXPORTER_PORT"]) == metrics["port"]
+    container = find(base, "Deployment", "kvswarm-master")["spec"]["template"]["spec"]
+    sources = container["containers"][0]["envFrom"]
+    assert {"configMapRef": {"name": "kvswarm-settings"}} in sources
 
 
 def test_workers_reach_the_master_service(base: list[dict[str, Any]]) -> None:

@@ -330,3 +330,16 @@ def assert_counters_equal_requests_csv(exporter: Exporter, rows: list[dict[str, 
         )
         assert value("kvswarm_ttft_seconds_count") == sum(bool(row["ttft_ms"]) for row in ok)
         assert value("kvswarm_e2e_seconds_count") == sum(bool(row["e2e_ms"]) for row in ok)
+
+
+def test_an_endpoint_that_cannot_be_reached_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    environment = Environment(user_classes=[])
+    environment.create_local_runner()
+    plugin = KvswarmPlugin.recording(environment, tmp_path)
+    exporter = attach_exporter(plugin, port=0, interval_s=60.0)
+    plugin.events.run_opened.fire(environment=environment, run=plugin.run)
+    gevent.sleep(0)
+    plugin.events.run_closing.fire(environment=environment, run=plugin.run)
+    lines = (plugin.run.path / "server_metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # the first reading and the last (the target does not answer)
+    assert exporter.section is not None and exporter.section.warnings

@@ -90,6 +90,8 @@ class ServerSampler:
         self._file = open(self.path, "ab")  # noqa: SIM115 (closed by close())
         self._measuring = measuring
         self.start_unix_s = time.time()
+        with self._lock:
+            self._read_all()
         self._loop = gevent.spawn(self._run)
 
     def mark_measuring(self) -> None:
@@ -119,10 +121,10 @@ class ServerSampler:
     def _run(self) -> None:
         next_at = time.monotonic()
         while True:
-            with self._lock:
-                self._read_all()
             next_at += self.interval_s
             gevent.sleep(max(0.0, next_at - time.monotonic()))
+            with self._lock:
+                self._read_all()
 
     def _read_all(self) -> None:
         for source in self.sources:
