@@ -42,12 +42,11 @@ def scenario_names(run: Run) -> list[str]:
     if not run.has_requests:
         assert run.locust is not None
         return sorted(str(n) for n in run.locust.rows("LLM")["Name"])
-    return sorted(str(n) for n in run.measured["scenario"].dropna().unique())
+    return list(run.scenarios)
 
 
 def by_scenario(run: Run) -> dict[str, pd.DataFrame]:
-    rows = run.measured
-    return {name: rows[rows["scenario"] == name] for name in scenario_names(run)}
+    return run.scenarios
 
 
 def time_bin_s(window_s: float | None) -> float:
