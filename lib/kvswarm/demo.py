@@ -545,5 +545,15 @@ def run_demo(args: argparse.Namespace) -> int:
     print()
     print(text, end="")
     print(f"runs: {root}/<mode>/<scenario>/ (summary.txt, requests.csv, run.json)")
+    print(f"comparison: {write_comparison_report(runs, root)}")
     print(f"results: {root}")
     return 0
+
+
+def write_comparison_report(runs: list[DemoRun], root: Path) -> Path:
+    """The comparison of every run (PD vs non-PD, cache hits vs misses and cold start)
+    under `root/comparison/`; returns the Markdown report's path."""
+    from kvswarm.analysis.cli import write_comparison
+
+    files = write_comparison([(run.path, None) for run in runs], root / "comparison")
+    return files[0]
