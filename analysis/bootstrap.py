@@ -49,7 +49,10 @@ def _clean(values: np.ndarray) -> np.ndarray:
 
 
 def _resampled(
-    values: np.ndarray, statistic: Callable[..., np.ndarray], resamples: int, rng: np.random.Generator
+    values: np.ndarray,
+    statistic: Callable[..., np.ndarray],
+    resamples: int,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """The statistic of `resamples` resamples with replacement, chunked to bound memory."""
     n = len(values)

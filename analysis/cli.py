@@ -93,8 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("run_dir", help="a results/<run-id>/ directory or a Locust --csv prefix")
     report.add_argument("-o", "--output", help="output directory (default: the run directory; "
                         "reports/ beside a Locust prefix)")  # fmt: skip
-    report.add_argument("--format", action="append", choices=FORMAT_CHOICES,
-                        help="report format, repeatable; both = md and html (default: both)")
+    report.add_argument(
+        "--format",
+        action="append",
+        choices=FORMAT_CHOICES,
+        help="report format, repeatable; both = md and html (default: both)",
+    )
     report.add_argument("--mode", help="deployment mode of a Locust prefix (its files do not say)")
     report.set_defaults(func=_report)
 

@@ -94,8 +94,12 @@ def _locust_windows(run: Run, scenario: str) -> pd.DataFrame:
     share = float(mine["Request Count"].iloc[0]) / total
     keep = seconds > 0
     rates = counts[keep] / seconds[keep] * share
-    return pd.DataFrame({"requests_per_s": rates,
-                         "output_tokens_per_s": rates * float(mine["Average Content Size"].iloc[0])})
+    return pd.DataFrame(
+        {
+            "requests_per_s": rates,
+            "output_tokens_per_s": rates * float(mine["Average Content Size"].iloc[0]),
+        }
+    )
 
 
 def groups_of(runs: list[Run], targets: Targets) -> dict[tuple[str, str], Group]:
@@ -194,7 +198,10 @@ def cache_verdicts(groups: dict[tuple[str, str], Group], targets: Targets) -> li
                      and g.per_request), None)  # fmt: skip
         hits = split.hits["ttft_ms"].to_numpy(dtype=float)
         if len(split.misses) >= targets.min_requests or cold is None:
-            reference, a = split.misses["ttft_ms"].to_numpy(dtype=float), f"misses (by {split.basis})"
+            reference, a = (
+                split.misses["ttft_ms"].to_numpy(dtype=float),
+                f"misses (by {split.basis})",
+            )
         else:
             reference, a = cold.values("ttft_ms"), f"{cold.scenario} (all)"
         b = f"hits (by {split.basis})"
@@ -391,18 +398,42 @@ def build_comparison(
     mode_text = (f"Every other mode against {base}." if base
                  else "Only one deployment mode among the runs: no mode comparison.")  # fmt: skip
     sections = [
-        Section("Runs", tables=(Table("", ("run", "mode", "scenarios", "path"), tuple(
-            (r.name, r.record.mode, ", ".join(sorted({s for (m, s), g in groups.items()
-                                                      if r in g.runs})), str(r.path))
-            for r in runs)),)),  # fmt: skip
+        Section(
+            "Runs",
+            tables=(
+                Table(
+                    "",
+                    ("run", "mode", "scenarios", "path"),
+                    tuple(
+                        (
+                            r.name,
+                            r.record.mode,
+                            ", ".join(sorted({s for (m, s), g in groups.items() if r in g.runs})),
+                            str(r.path),
+                        )
+                        for r in runs
+                    ),
+                ),
+            ),
+        ),  # fmt: skip
         Section("Side by side", tables=(_side_table(side),)),
-        Section("Cache effect", ("TTFT of cache hits against misses (or the cold-start "
-                                 "scenario of the same mode), per mode and scenario.",),
-                (_verdict_table(verdicts, "cache effect"),)),  # fmt: skip
+        Section(
+            "Cache effect",
+            (
+                "TTFT of cache hits against misses (or the cold-start "
+                "scenario of the same mode), per mode and scenario.",
+            ),
+            (_verdict_table(verdicts, "cache effect"),),
+        ),  # fmt: skip
         Section("Deployment modes", (mode_text,), (_verdict_table(verdicts, "deployment modes"),)),
-        Section("Targets", (f"Targets from {targets.source}; a verdict needs at least "
-                            f"{targets.min_requests} requests per group "
-                            f"({targets.min_windows} windows for throughput).",)),  # fmt: skip
+        Section(
+            "Targets",
+            (
+                f"Targets from {targets.source}; a verdict needs at least "
+                f"{targets.min_requests} requests per group "
+                f"({targets.min_windows} windows for throughput).",
+            ),
+        ),  # fmt: skip
     ]
     if with_charts:
         sections.append(Section("Charts", charts=tuple(_charts(groups, side, verdicts, out_dir))))
@@ -415,6 +446,8 @@ def build_comparison(
                     for k, v in asdict(targets).items()},
     }  # fmt: skip
     title = "kvswarm comparison: " + ", ".join(dict.fromkeys(r.record.mode for r in runs))
-    intro = (f"{len(runs)} run(s). Latencies in ms; verdicts PASS / FAIL / INCONCLUSIVE "
-             "against the targets below, with 95% bootstrap intervals.",)
+    intro = (
+        f"{len(runs)} run(s). Latencies in ms; verdicts PASS / FAIL / INCONCLUSIVE "
+        "against the targets below, with 95% bootstrap intervals.",
+    )
     return Document("comparison", title, intro, tuple(sections), data)

@@ -44,7 +44,8 @@ p.note { color: #555; font-size: 0.85em; }
 <table>
 <thead><tr>{% for c in table.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for row in table.rows %}<tr>{% for c in row %}<td class="{{ c if c in verdicts else '' }}">{{ c }}</td>{% endfor %}</tr>
+{% for row in table.rows %}<tr>{% for c in row %}
+<td class="{{ c if c in verdicts else '' }}">{{ c }}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody>
 </table>

@@ -87,7 +87,9 @@ def _read(path: Path, columns: dict[str, str], required: bool = True) -> pd.Data
                 if bad.empty:
                     frame[name] = numbers
                     continue
-                raise KvswarmError(f"{path}: column {name}: {bad.iloc[0]!r} is not a number") from None
+                raise KvswarmError(
+                    f"{path}: column {name}: {bad.iloc[0]!r} is not a number"
+                ) from None
             raise KvswarmError(f"{path}: column {name}: not {dtype} values") from None
     return frame
 

@@ -41,11 +41,17 @@ def generate_report_main(argv: Sequence[str] | None = None) -> int:
         "directory or Locust --csv prefix per --stats.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--stats", nargs="+", required=True, metavar="PATH",
-                        help="kvswarm run directories or Locust --csv prefixes")
+    parser.add_argument(
+        "--stats",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="kvswarm run directories or Locust --csv prefixes",
+    )
     parser.add_argument("--format", choices=("md", "html", "both"), default="both")
-    parser.add_argument("--generate-charts", action="store_true",
-                        help="draw the charts (under charts/)")
+    parser.add_argument(
+        "--generate-charts", action="store_true", help="draw the charts (under charts/)"
+    )
     parser.add_argument("--output-dir", default="reports", help="where reports go")
     parser.add_argument("--mode", help="deployment mode of Locust prefixes")
     args = parser.parse_args(argv)
@@ -65,12 +71,23 @@ def compare_results_main(argv: Sequence[str] | None = None) -> int:
         description="The original suite's PD vs non-PD comparison, on kvswarm's compare.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--pd-stats", nargs="+", required=True, metavar="PATH",
-                        help="PD runs: kvswarm run directories or Locust --csv prefixes")
-    parser.add_argument("--non-pd-stats", nargs="+", required=True, metavar="PATH",
-                        help="non-PD runs: kvswarm run directories or Locust --csv prefixes")
-    parser.add_argument("--generate-charts", action="store_true",
-                        help="draw the charts (under comparison_charts/)")
+    parser.add_argument(
+        "--pd-stats",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="PD runs: kvswarm run directories or Locust --csv prefixes",
+    )
+    parser.add_argument(
+        "--non-pd-stats",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="non-PD runs: kvswarm run directories or Locust --csv prefixes",
+    )
+    parser.add_argument(
+        "--generate-charts", action="store_true", help="draw the charts (under comparison_charts/)"
+    )
     parser.add_argument("--output-dir", default=".", help="where the comparison goes")
     args = parser.parse_args(argv)
     sources = [(p, "non_disaggregated") for p in args.non_pd_stats]

@@ -63,7 +63,8 @@ def _setup_table(run: Run) -> Table:
         for process, v in sorted(tokens.items())
     ) or "-"  # fmt: skip
     prompts = "; ".join(
-        f"{name}: mean {w.prompt_tokens.achieved_mean:.0f} (target {w.prompt_tokens.target_mean:.0f})"
+        f"{name}: mean {w.prompt_tokens.achieved_mean:.0f} "
+        f"(target {w.prompt_tokens.target_mean:.0f})"
         for name, w in sorted(r.workloads.items())
     ) or "-"  # fmt: skip
     window = run.window_s
@@ -154,8 +155,8 @@ def latency_rows(run: Run) -> list[dict[str, Any]]:
         values["itl"] = run.itl.of(ok)
         for metric in ("ttft", "tpot", "itl", "e2e"):
             v = values[metric]
-            out.append({"scenario": name, "metric": metric, "n": int(np.count_nonzero(~np.isnan(v))),
-                        "ms": percentiles(v)})  # fmt: skip
+            n = int(np.count_nonzero(~np.isnan(v)))
+            out.append({"scenario": name, "metric": metric, "n": n, "ms": percentiles(v)})
     return out
 
 
@@ -253,8 +254,17 @@ def _pd_table(rows: list[dict[str, Any]]) -> Table:
     return Table(
         "",
         ("scenario", "phase", "n", "p50 (ms)", "p90 (ms)", "p99 (ms)"),
-        tuple((r["scenario"], r["phase"], cell(r["n"]), cell(r["ms"][50]), cell(r["ms"][90]),
-               cell(r["ms"][99])) for r in rows),  # fmt: skip
+        tuple(
+            (
+                r["scenario"],
+                r["phase"],
+                cell(r["n"]),
+                cell(r["ms"][50]),
+                cell(r["ms"][90]),
+                cell(r["ms"][99]),
+            )
+            for r in rows
+        ),  # fmt: skip
         "Per request, as the stack reported it (server_prefill_ms, server_transfer_ms, "
         "server_decode_ms): prefill on the prefiller, KV transfer to the decoder, decode.",
     )
@@ -290,8 +300,9 @@ def _charts(run: Run, out_dir: Path) -> list[Chart]:
             split = hit_split(rows)
             groups[f"{name} hits"] = split.hits[column].to_numpy(dtype=float)
             groups[f"{name} misses"] = split.misses[column].to_numpy(dtype=float)
-        made.append(charts.cdf_chart(groups, f"{metric} CDF, hits vs misses", f"{metric} (ms)",
-                                     out_dir, f"{CHARTS_DIR}/{metric.lower()}_cdf.png"))  # fmt: skip
+        title = f"{metric} CDF, hits vs misses"
+        path = f"{CHARTS_DIR}/{metric.lower()}_cdf.png"
+        made.append(charts.cdf_chart(groups, title, f"{metric} (ms)", out_dir, path))
     series = {name: time_series(rows, start, width) for name, rows in scenarios.items()}
     made.append(charts.series_chart(
         series, {"ttft_p50_ms": "p50", "ttft_p90_ms": "p90", "ttft_p99_ms": "p99"},
@@ -345,12 +356,22 @@ def build_report(run: Run, out_dir: Path, with_charts: bool = True) -> Document:
     sections = [
         Section("Setup", tables=(_setup_table(run),)),
         Section("Summary", tables=(_summary_table(summary),)),
-        Section("Latency percentiles", tables=(_latency_table(
-            latency, "Exact percentiles over every successful request (ITL: over every "
-            "inter-token gap); max = the largest value."),)),  # fmt: skip
+        Section(
+            "Latency percentiles",
+            tables=(
+                _latency_table(
+                    latency,
+                    "Exact percentiles over every successful request (ITL: over every "
+                    "inter-token gap); max = the largest value.",
+                ),
+            ),
+        ),  # fmt: skip
         Section("Cache hits vs misses", tables=(_cache_table(cache),)),
-        Section("PD split", tables=(_pd_table(pd_split),) if pd_split else (),
-                paragraphs=() if pd_split else ("No per-request PD split was recorded.",)),
+        Section(
+            "PD split",
+            tables=(_pd_table(pd_split),) if pd_split else (),
+            paragraphs=() if pd_split else ("No per-request PD split was recorded.",),
+        ),
         _server_section(run),
     ]
     if with_charts:
@@ -370,12 +391,24 @@ def _locust_report(run: Run, out_dir: Path, with_charts: bool) -> Document:
     summary, latency = _locust_summary_rows(run), _locust_latency_rows(run)
     sections = [
         Section("Summary", tables=(_summary_table(summary),)),
-        Section("Latency percentiles", tables=(_latency_table(
-            latency, "From Locust's stats (rounded response-time buckets: approximate); "
-            "E2E = Locust's LLM requests."),)),  # fmt: skip
-        Section("Not in Locust's files", ("Hits vs misses, the PD split, goodput and the server "
-                                          "figures need a kvswarm run directory "
-                                          "(requests.csv, run.json).",)),  # fmt: skip
+        Section(
+            "Latency percentiles",
+            tables=(
+                _latency_table(
+                    latency,
+                    "From Locust's stats (rounded response-time buckets: approximate); "
+                    "E2E = Locust's LLM requests.",
+                ),
+            ),
+        ),  # fmt: skip
+        Section(
+            "Not in Locust's files",
+            (
+                "Hits vs misses, the PD split, goodput and the server "
+                "figures need a kvswarm run directory "
+                "(requests.csv, run.json).",
+            ),
+        ),  # fmt: skip
     ]
     if with_charts:
         sections.append(Section("Charts", charts=tuple(_locust_charts(run, out_dir))))

@@ -256,7 +256,10 @@ def load_run(directory: str | Path) -> Run:
 
 def _empty_requests() -> pd.DataFrame:
     return pd.DataFrame(
-        {c.name: pd.Series([], dtype=_dtype(c.name, c.kind).replace("Int8", "bool")) for c in COLUMNS}
+        {
+            c.name: pd.Series([], dtype=_dtype(c.name, c.kind).replace("Int8", "bool"))
+            for c in COLUMNS
+        }
     )
 
 

@@ -33,9 +33,16 @@ MODES = ("non_disaggregated", "pd_disaggregated")
 def _run(stack, tmp: Path, mode: str, scenario: str) -> Path:
     extra = {name: url for name, url in stack.metrics_urls.items() if name != "server"}
     config = tmp / f"{mode}-{scenario}.yaml"
-    config.write_text(yaml.safe_dump({"target": {"max_model_len": 4096},
-                                      "generation": {"max_tokens": 8},
-                                      "scenarios": SCENARIOS, "metrics_endpoints": extra}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "target": {"max_model_len": 4096},
+                "generation": {"max_tokens": 8},
+                "scenarios": SCENARIOS,
+                "metrics_endpoints": extra,
+            }
+        )
+    )
     out = tmp / mode / scenario
     completed = run_locust(
         ["-f", str(REPO / "locustfiles"), USERS[scenario], "--headless", "-u", "2", "-r", "4",
@@ -108,8 +115,11 @@ def test_markdown_tables_match_comparison_json_and_requests_csv(
         mode, scenario = run.parent.parent.name, run.parent.name
         row, js, truth = table[(mode, scenario)], side[(mode, scenario)], recompute(run)
         assert truth["ok"] >= 5
-        assert row[2:4] == [str(truth["requests"]), str(truth["ok"])] == [
-            str(js["requests"]), str(js["ok"])]
+        assert (
+            row[2:4]
+            == [str(truth["requests"]), str(truth["ok"])]
+            == [str(js["requests"]), str(js["ok"])]
+        )
         expected = [truth["ttft_p50"], truth["ttft_p90"], truth["ttft_p99"], truth["tpot_p50"],
                     truth["e2e_p50"]]  # fmt: skip
         from_json = [js["ttft_ms"]["50"], js["ttft_ms"]["90"], js["ttft_ms"]["99"],
@@ -136,8 +146,9 @@ def test_the_html_opens_in_headless_chromium_with_charts_and_no_console_errors(
     from selenium.webdriver.chrome.service import Service
 
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver_path, "install Debian's chromium chromium-driver " \
-        "(scripts/setup-system.sh --dev)"
+    assert chromium and driver_path, (
+        "install Debian's chromium chromium-driver (scripts/setup-system.sh --dev)"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
