@@ -118,6 +118,29 @@ class SloConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class TargetRange:
+    """An interval a comparison's estimate is judged against (shares: 0.6 = 60%)."""
+
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TargetsConfig:
+    """What `kvswarm compare` judges PASS/FAIL/INCONCLUSIVE against (kvswarm.analysis.
+    targets). Defaults are the original suite's: a cache hit cuts TTFT by 60-70%; PD and
+    non-PD TPOT differ by under 20%; PD raises throughput by 150-200%."""
+
+    cache_ttft_reduction: TargetRange = TargetRange(0.60, 0.70)
+    pd_tpot_difference: TargetRange = TargetRange(-0.20, 0.20)
+    pd_throughput_gain: TargetRange = TargetRange(1.50, 2.00)
+    # Smaller groups (requests per side, throughput windows) give INCONCLUSIVE.
+    min_requests: PositiveInt = 20
+    min_windows: PositiveInt = 5
+    throughput_windows: PositiveInt = 10
+
+
+@dataclass(frozen=True, config=_STRICT)
 class DeploymentModeConfig:
     """One deployment mode: whether it is tested and where its entry point is."""
 
@@ -254,6 +277,7 @@ class Config:
     generation: GenerationConfig = GenerationConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     slo: SloConfig = SloConfig()
+    targets: TargetsConfig = TargetsConfig()
     deployment_modes: DeploymentModesConfig = DeploymentModesConfig()
     # Addresses of the machines in the deployment, for reports and scraping.
     machines: dict[str, str] = Field(default_factory=dict)

@@ -214,3 +214,23 @@ def test_a_malformed_url_is_an_error_naming_its_key(data: dict, key: str) -> Non
 def test_urls_are_kept_as_given_when_well_formed() -> None:
     config = parse_config({"metrics_endpoints": {"decoder": "https://d.example:8200/metrics"}})
     assert config.metrics_endpoints["decoder"] == "https://d.example:8200/metrics"
+
+
+def test_targets_in_the_config_reach_the_comparison() -> None:
+    from kvswarm.analysis.targets import targets_from
+    from kvswarm.config import parse_config, redacted
+
+    config = parse_config({"targets": {"pd_throughput_gain": {"low": 1.0}}}, "x.yaml")
+    targets = targets_from(redacted(config))
+    assert targets.pd_throughput_gain.low == 1.0
+    assert targets.cache_ttft_reduction.low == 0.60  # the original suite's default
+
+
+def test_an_unknown_target_is_one_line_naming_it() -> None:
+    import pytest
+
+    from kvswarm.config import parse_config
+    from kvswarm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"x.yaml: targets.pd_speedup: unknown key"):
+        parse_config({"targets": {"pd_speedup": {"low": 1.0}}}, "x.yaml")
