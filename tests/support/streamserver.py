@@ -55,9 +55,7 @@ class _Request:
 
 
 class StreamServer_:
-    def __init__(
-        self, ttft_s: float, tpot_s: float, log_path: str | None, tokens: int = 0
-    ) -> None:
+    def __init__(self, ttft_s: float, tpot_s: float, log_path: str | None, tokens: int = 0) -> None:
         self.ttft_s = ttft_s
         self.tpot_s = tpot_s
         self.tokens = tokens

@@ -79,3 +79,8 @@ def test_a_load_generator_with_room_to_spare_gets_no_warning(tmp_path: Path) -> 
     text = summary_of(run_with_load(tmp_path, calm))
     assert BOTTLENECK_WARNING not in text
     assert "event-loop lag p50 0.00 ms, p99 0.60 ms" in text
+
+
+def test_a_busy_master_is_reported_but_not_warned_about() -> None:
+    master = ProcessLoad(role="master", cpu_share=0.95, loop_lag_p99_ms=20.0)
+    assert not master.distorts_timing
