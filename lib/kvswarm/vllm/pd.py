@@ -21,7 +21,7 @@ prompt's KV to files in a shared directory (`kv_store` "shared-storage", no mast
 
     from kvswarm.vllm.pd import VllmPdOptions, start_vllm_pd
 
-    with start_vllm_pd(VllmPdOptions()) as stack:
+    with start_vllm_pd(log_dir) as stack:    # or start_vllm_pd(log_dir, VllmPdOptions(...))
         stack.base_url      # the proxy, e.g. http://127.0.0.1:41234 (no /v1)
         stack.metrics_urls  # {"prefiller": ..., "decoder": ..., "mooncake_master": ...}
         stack.kv_store      # "mooncake" or "shared-storage"
@@ -209,14 +209,15 @@ class VllmPdStack:
 
 
 def start_vllm_pd(
+    log_dir: Path | None = None,
     options: VllmPdOptions | None = None,
     *,
-    log_dir: Path | None = None,
     install: VllmInstall | None = None,
 ) -> VllmPdStack:
     """Start the master (Mooncake), prefiller, decoder and proxy; return once all answer.
 
-    Logs go to `log_dir` (kept) or a temporary directory (removed by `stop()`). Raises
+    Logs (`prefiller.log`, `decoder.log`, `proxy.log`, `mooncake_master.log`) go to
+    `log_dir` (kept) or a temporary directory (removed by `stop()`). Raises
     `KvswarmError` with the failing part's log lines; nothing is left running then.
     """
     options = options or VllmPdOptions()
@@ -357,14 +358,22 @@ def _server_options(
     stack: VllmPdStack, role: str, core: int, environment: dict[str, str]
 ) -> VllmServerOptions:
     options = stack.options
-    transfer = kv_transfer_config(role, stack.kv_store, stack.workdir / "kv")
+    arguments = [
+        "--kv-transfer-config",
+        kv_transfer_config(role, stack.kv_store, stack.workdir / "kv"),
+    ]
+    if stack.kv_store != "mooncake":
+        # ExampleConnector saves one file per prompt from the step that prefilled it; a
+        # prompt prefilled in chunks (over 2048 tokens by default) is saved short and
+        # the decoder's load fails on the shape. One step per prompt avoids that.
+        arguments += ["--max-num-batched-tokens", str(options.max_model_len)]
     env = {**environment, "VLLM_CPU_OMP_THREADS_BIND": str(core)}
     return VllmServerOptions(
         host=options.host,
         served_model_name=options.served_model_name,
         max_model_len=options.max_model_len,
         kv_cache_gib=options.kv_cache_gib,
-        extra_args=("--kv-transfer-config", transfer),
+        extra_args=tuple(arguments),
         extra_env=tuple(env.items()),
     )
 

@@ -40,7 +40,7 @@ TRANSFER_SOURCE = "external_kv_transfer"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmPdStack]:
     """The PD stack with Mooncake (the vLLM venv gets the wheel once); stopped at the end."""
     logs = tmp_path_factory.mktemp("vllm-pd")
-    with start_vllm_pd(VllmPdOptions(kv_store="mooncake"), log_dir=logs) as pd:
+    with start_vllm_pd(logs, VllmPdOptions(kv_store="mooncake")) as pd:
         yield pd
 
 
