@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,11 @@ import pytest
 
 from tests.support.processes import StreamServer, start_stream_server
 from tests.support.unpatched_locust import unpatched_locust  # noqa: F401 (a fixture)
+
+# Every Locust process a test starts would serve kvswarm's exporter on 9646; tests that
+# run several at once (or beside a developer's own run) would collide there. The tests of
+# the exporter give their own port.
+os.environ.setdefault("KVSWARM_EXPORTER_PORT", "0")
 
 
 @pytest.fixture

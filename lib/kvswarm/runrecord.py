@@ -22,6 +22,7 @@ from typing import Any
 
 from kvswarm.errors import KvswarmError
 from kvswarm.metrics_sources.report import ServerReport
+from kvswarm.sinks.server_metrics import ServerMetricsSection
 from kvswarm.workloads.workload import WorkloadSummary
 
 __all__ = [
@@ -187,6 +188,13 @@ class RunRecord:
         "null when the run closed before it was read",
         None,
     )
+    server_metrics: ServerMetricsSection | None = _doc(
+        "every metrics source sampled every few seconds over the measured window "
+        "(server_metrics.jsonl holds the samples): counter deltas and rates, histogram "
+        "quantiles, gauge ranges, and the derived hit rates and Mooncake figures with "
+        "their formulas",
+        None,
+    )
     workloads: dict[str, WorkloadSummary] = _doc(
         "per scenario: configured and designed reuse, prompt lengths achieved",
         factory=dict,
@@ -208,6 +216,9 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["server"] = self.server.to_dict() if self.server is not None else None
+        data["server_metrics"] = (
+            self.server_metrics.to_dict() if self.server_metrics is not None else None
+        )
         data["workloads"] = {name: summary.to_dict() for name, summary in self.workloads.items()}
         return data
 
@@ -236,6 +247,8 @@ class RunRecord:
             values["argv"] = tuple(values.get("argv") or ())
             server = values.get("server")
             values["server"] = ServerReport.from_dict(server) if server else None
+            sampled = values.get("server_metrics")
+            values["server_metrics"] = ServerMetricsSection.from_dict(sampled) if sampled else None
             values["workloads"] = {
                 name: WorkloadSummary.from_dict(summary)
                 for name, summary in (values.get("workloads") or {}).items()

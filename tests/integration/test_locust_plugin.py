@@ -249,3 +249,33 @@ def wait_for_status(run: Path, timeout_s: float = 30) -> None:
         if meta_path.exists() and json.loads(meta_path.read_text())["status"] != "running":
             return
         time.sleep(0.2)
+
+
+def test_the_exporter_serves_the_runs_counts_while_it_runs(
+    server: StreamServer, config: Path, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "locust",
+         *locust_args(server, config, results, "-u", "2", "-r", "2", "-t", "6s",
+                      "--kv-exporter-port", str(port), "ColdStartUser")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    scraped = ""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "kvswarm_requests_total{" not in scraped:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    scraped = r.read().decode()
+            except OSError:
+                pass
+            time.sleep(0.3)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert 'kvswarm_requests_total{mode="non_disaggregated",scenario="cold_start"' in scraped
+    assert "kvswarm_ttft_seconds_bucket" in scraped

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import socket
 from pathlib import Path
 
 import pytest
@@ -47,11 +48,18 @@ def value(exporter: Exporter, name: str, **labels: str) -> float:
     )
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_counters_equal_requests_csv_at_the_end_of_a_run(tmp_path: Path) -> None:
     environment = Environment(user_classes=[])
     environment.create_local_runner()
     plugin = KvswarmPlugin.recording(environment, tmp_path)
-    exporter = attach_exporter(plugin, port=0, interval_s=60.0)
+    # Served on loopback: records feed the exporter only while something can read it.
+    exporter = attach_exporter(plugin, port=free_port(), interval_s=60.0)
     run = plugin.run
     plugin.events.run_opened.fire(environment=environment, run=run)
     kinds = [
@@ -89,6 +97,7 @@ def test_counters_equal_requests_csv_at_the_end_of_a_run(tmp_path: Path) -> None
             assert value(exporter, f"kvswarm_{name}_seconds_count", scenario=scenario) == expected
     assert value(exporter, "kvswarm_failures_total", category="http_503") == 10
     assert value(exporter, "kvswarm_failures_total", category="disconnect") == 10
+    exporter.close()
 
 
 def test_a_new_run_starts_the_counters_from_zero_and_names_itself(tmp_path: Path) -> None:

@@ -86,6 +86,27 @@ def add_arguments(parser: Any) -> None:
         "none; the exact gaps are in requests.csv and kvswarm's percentiles either way",
     )
     parser.add_argument(
+        "--kv-exporter-bind",
+        default="127.0.0.1",
+        env_var="KVSWARM_EXPORTER_BIND",
+        help="address of kvswarm's Prometheus exporter (served by the master, or a "
+        "standalone process); 0.0.0.0 to let other hosts scrape it",
+    )
+    parser.add_argument(
+        "--kv-exporter-port",
+        type=int,
+        default=9646,
+        env_var="KVSWARM_EXPORTER_PORT",
+        help="port of kvswarm's Prometheus exporter /metrics; 0: no exporter (the stack's "
+        "metrics are still sampled into server_metrics.jsonl)",
+    )
+    parser.add_argument(
+        "--kv-server-sample-interval",
+        type=float,
+        default=5.0,
+        help="seconds between snapshots of every metrics endpoint (server_metrics.jsonl)",
+    )
+    parser.add_argument(
         "--kv-run-uid",
         dest=RUN_UID_OPTION,
         default="",

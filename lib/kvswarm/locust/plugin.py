@@ -106,6 +106,7 @@ class KvswarmPlugin:
         self._own_options = self.settings.options
         self.run_uid = ""
         self.block_size: int | None = None
+        self.exporter: Any = None
         self.engine: EngineProfile = engine_profile("openai")
         self.recorder = Recorder(
             environment, keep=self._keep, itl_events=self.settings.options.itl_events
@@ -153,11 +154,27 @@ class KvswarmPlugin:
         events.test_stop.add_listener(self._on_test_stop)
         events.quitting.add_listener(self._on_quitting)
         events.quit.add_listener(self._on_quit)
+        if self.owns_results:
+            self._attach_exporter()
         if self.environment.web_ui is not None:
             self._add_web_routes()
             # Fed only when something reads it; a headless run pays nothing for it.
             self.live = LiveLatency()
             self.events.record_kept.add_listener(self._feed_live)
+
+    def _attach_exporter(self) -> None:
+        """kvswarm's Prometheus exporter and the per-run server sampler, fed from the
+        records this process keeps (on a master: the whole fleet's). Options are read
+        here, once: the exporter's port cannot move between tests."""
+        from kvswarm.sinks import attach_exporter
+
+        options = self.environment.parsed_options
+        self.exporter = attach_exporter(
+            self,
+            bind=getattr(options, "kv_exporter_bind", None) or "127.0.0.1",
+            port=int(getattr(options, "kv_exporter_port", 0) or 0),
+            interval_s=float(getattr(options, "kv_server_sample_interval", None) or 5.0),
+        )
 
     def watch_signals(self) -> None:
         """Note SIGTERM and SIGINT, so a run they end says `interrupted` and why.

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import gevent
 
 from kvswarm.metrics_sources import MetricsSource, ScrapeSource
-from kvswarm.runrecord import RunRecord
 from kvswarm.sinks.exporter import DEFAULT_BIND, DEFAULT_PORT, Exporter, LoadReadings, ProcessCpu
 from kvswarm.sinks.sampler import DEFAULT_INTERVAL_S, ServerSampler
 from kvswarm.urls import metrics_url
@@ -98,7 +97,10 @@ class ExporterBinding:
     def listen(self) -> None:
         events = self.plugin.events
         events.run_opened.add_listener(self.on_run_opened)
-        events.record_kept.add_listener(self.on_record_kept)
+        if self.exporter.url is not None:
+            # Records feed the exporter only while it serves: with no reader (port 0)
+            # a run pays nothing per request for it; the sampler still runs.
+            events.record_kept.add_listener(self.on_record_kept)
         events.run_closing.add_listener(self.on_run_closing)
         self.plugin.environment.events.quit.add_listener(self.on_quit)
 
@@ -165,4 +167,7 @@ class ExporterBinding:
 
 
 def _run_record_has_section() -> bool:
+    # Imported here: run.json's types import this package's section type.
+    from kvswarm.runrecord import RunRecord
+
     return RUN_RECORD_FIELD in {field.name for field in dataclasses.fields(RunRecord)}
