@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -91,8 +92,27 @@ def _matches(key: str, name: str, labels: dict[str, str]) -> bool:
     return key_name == name and all(key_labels.get(k) == v for k, v in labels.items())
 
 
+def prefilled(stack: VllmPdStack, prompt: str, timeout_s: float = 30.0) -> None:
+    """Prefill `prompt` on the prefiller and wait until its KV blocks are in the store.
+
+    The connector stores asynchronously, after the prefiller has answered; a decoder
+    asked at once may find the store short. Waiting makes the counts below exact.
+    """
+    start = snapshot(stack, "mooncake_master")
+    reply, _ = post(
+        f"{stack.servers['prefiller'].base_url}/v1/completions",
+        {"model": "tiny", "prompt": prompt, "max_tokens": 1},
+    )
+    blocks = (reply["usage"]["prompt_tokens"] - 1) // BLOCK
+    deadline = time.monotonic() + timeout_s
+    while grew(start, snapshot(stack, "mooncake_master"), "master_key_count") < blocks:
+        assert time.monotonic() < deadline, f"the store did not get {blocks} blocks"
+        time.sleep(0.05)
+
+
 def test_the_decoder_loads_the_prompts_kv_from_the_store(stack: VllmPdStack) -> None:
     prompt = document(stack, 1600)
+    prefilled(stack, prompt)
     before = snapshot(stack, "decoder")
     reply, headers = complete(stack.base_url, prompt)
     after = snapshot(stack, "decoder")
@@ -110,15 +130,20 @@ def test_the_masters_key_count_grows_by_the_prompts_blocks(stack: VllmPdStack) -
     prompt = document(stack, 1300)
     before = snapshot(stack, "mooncake_master")
     reply, _ = complete(stack.base_url, prompt)
-    after = snapshot(stack, "mooncake_master")
-    blocks = cached(reply["usage"]) // BLOCK
+    blocks = (reply["usage"]["prompt_tokens"] - 1) // BLOCK
+    deadline = time.monotonic() + 30.0
+    while grew(before, after := snapshot(stack, "mooncake_master"), "master_key_count") < blocks:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert blocks >= 10
     assert grew(before, after, "master_key_count") == blocks
-    assert grew(before, after, "master_allocated_bytes") > 0
+    # 2 KiB of KV per token: 4 layers, 2 KV heads of 64, K and V, 2 bytes each.
+    assert grew(before, after, "master_allocated_bytes") == blocks * BLOCK * 2048
 
 
 def test_a_repeated_prompt_is_then_found_in_the_decoders_own_cache(stack: VllmPdStack) -> None:
     prompt = document(stack, 1000)
+    prefilled(stack, prompt)
     first, _ = complete(stack.base_url, prompt)
     before = snapshot(stack, "decoder")
     second, _ = complete(stack.base_url, prompt)
