@@ -29,6 +29,9 @@ them into `server_*_ms` of requests.csv), all in milliseconds on the proxy's clo
 - `X-Kvswarm-Decode-Ms`: from the decoder's first body chunk to its last (a trailer of
   streamed responses, whose head goes out with the first chunk). Not streamed: the
   decoder's whole round trip, and no transfer header.
+- `X-Kvswarm-Prefill-Cached-Tokens`: the prefiller's `cached_tokens`, i.e. its own
+  prefix-cache hit. The response's `usage` is the decoder's, whose `cached_tokens`
+  also counts the tokens it loaded from the store (nearly the whole prompt).
 
 Run it as `python -m kvswarm.vllm.proxy --prefiller URL --decoder URL --port 0
 --print-json`: it prints `{"url": ...}` once listening and serves until SIGTERM/SIGINT.
@@ -55,6 +58,7 @@ from kvswarm.sim.protocol import error_body
 
 __all__ = [
     "DECODE_HEADER",
+    "PREFILL_CACHED_HEADER",
     "PREFILL_HEADER",
     "TRANSFER_HEADER",
     "PdProxy",
@@ -67,6 +71,7 @@ __all__ = [
 PREFILL_HEADER = "X-Kvswarm-Prefill-Ms"
 TRANSFER_HEADER = "X-Kvswarm-Transfer-Ms"
 DECODE_HEADER = "X-Kvswarm-Decode-Ms"
+PREFILL_CACHED_HEADER = "X-Kvswarm-Prefill-Cached-Tokens"
 COMPLETION_PATHS = ("/v1/completions", "/v1/chat/completions")
 # Response headers not relayed: the proxy frames its own responses.
 _HOP_HEADERS = frozenset(
@@ -213,6 +218,16 @@ def info_gauges(page: bytes) -> bytes:
     return b"".join(kept)
 
 
+def _prefill_cache(body: bytes) -> list[tuple[str, str]]:
+    """`X-Kvswarm-Prefill-Cached-Tokens`: what the prefiller found in its own prefix cache."""
+    try:
+        usage = json.loads(body).get("usage") or {}
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    except (ValueError, AttributeError):
+        return []
+    return [(PREFILL_CACHED_HEADER, str(int(cached)))] if isinstance(cached, int) else []
+
+
 def _relayed(headers: dict[str, str]) -> list[tuple[str, str]]:
     return [(name, value) for name, value in headers.items() if name not in _HOP_HEADERS]
 
@@ -253,7 +268,7 @@ class PdProxy:
         if prefilled.status != 200:
             content_type = prefilled.headers.get("content-type", "application/json")
             return writer.send(prefilled.status, body, content_type, _relayed(prefilled.headers))
-        phases = [(PREFILL_HEADER, f"{prefill_ms:.3f}")]
+        phases = [(PREFILL_HEADER, f"{prefill_ms:.3f}"), *_prefill_cache(body)]
         sent = monotonic()
         decoding = self.decoder.open("POST", request.path, request.body)
         content_type = decoding.headers.get("content-type", "application/json")

@@ -24,7 +24,7 @@ from kvswarm.engines.profile import metric_total
 from kvswarm.metrics_sources.scrape import ScrapeSource
 from kvswarm.metrics_sources.snapshot import Snapshot, split_key
 from kvswarm.vllm.pd import VllmPdOptions, VllmPdStack, start_vllm_pd
-from kvswarm.vllm.proxy import DECODE_HEADER, PREFILL_HEADER
+from kvswarm.vllm.proxy import DECODE_HEADER, PREFILL_CACHED_HEADER, PREFILL_HEADER
 from kvswarm.workloads import text
 from tests.support.processes import REPO, run_dirs, run_locust
 
@@ -124,6 +124,8 @@ def test_the_decoder_loads_the_prompts_kv_from_the_store(stack: VllmPdStack) -> 
     assert grew(before, after, BY_SOURCE, source=TRANSFER_SOURCE) == expected
     # Not streamed: the prefiller's round trip, then the decoder's whole answer.
     assert float(headers[PREFILL_HEADER]) > 0 and float(headers[DECODE_HEADER]) > 0
+    # The prefiller had prefilled it just before: its own cache held the same blocks.
+    assert int(headers[PREFILL_CACHED_HEADER]) == expected
 
 
 def test_the_masters_key_count_grows_by_the_prompts_blocks(stack: VllmPdStack) -> None:
