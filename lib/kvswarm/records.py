@@ -303,12 +303,14 @@ def build_record(
     """A request's record from what the client measured, what the engine reported about
     the request (`timings`, from its engine profile) and who sent it.
 
-    Usage in the stream wins over the engine's own counts; the engine's counts fill in
-    when the stream carried no usage (llama.cpp's `timings`, the simulator's headers)."""
+    Prompt tokens: usage in the stream, else the engine's own count. Cached tokens: the
+    engine's own per-request count where it gives one (llama.cpp's `timings.cache_n`,
+    the simulator's header, the prefiller's hit behind kvswarm's vLLM PD proxy, where
+    the decoder's usage also counts the KV it loaded), else usage."""
     prompt, cached = result.prompt_tokens, result.cached_tokens
     if timings is not None:
         prompt = prompt if prompt is not None else timings.prompt_tokens
-        cached = cached if cached is not None else timings.cached_tokens
+        cached = timings.cached_tokens if timings.cached_tokens is not None else cached
     return RequestRecord(
         streamed=result.streamed,
         start_unix_s=result.start_unix_s,

@@ -74,3 +74,26 @@ def test_the_last_prompt_token_is_always_computed() -> None:
 
 def test_prompt_tokens_cached_counter_is_named() -> None:
     assert engine_profile("vllm").metrics.cached_tokens == "vllm:prompt_tokens_cached_total"
+
+
+def test_behind_the_pd_proxy_a_record_counts_the_prefillers_hit_not_the_decoders_load() -> None:
+    from kvswarm.client import StreamResult
+    from kvswarm.records import build_record
+
+    result = StreamResult(
+        prompt_tokens=1614,
+        cached_tokens=1536,  # the decoder's usage: the KV it loaded from the store
+        headers={
+            "x-kvswarm-prefill-ms": "120.0",
+            "x-kvswarm-transfer-ms": "30.0",
+            "x-kvswarm-decode-ms": "80.0",
+            "x-kvswarm-prefill-cached-tokens": "0",  # a designed miss: nothing reused
+        },
+    )
+    timings = VLLM.request_timings(result)
+    assert (timings.prefill_s, timings.transfer_s, timings.decode_s) == (0.12, 0.03, 0.08)
+    record = build_record(
+        result, timings, request_id="r", worker_id="w", user_id=1, scenario="s",
+        mode="pd_disaggregated", endpoint="chat",
+    )  # fmt: skip
+    assert record.cached_tokens == 0 and record.prompt_tokens == 1614

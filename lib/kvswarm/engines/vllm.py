@@ -126,15 +126,21 @@ class VllmProfile(EngineProfile):
     def request_timings(self, result: StreamResult) -> RequestTimings:
         """The PD split kvswarm's proxy measured (`X-Kvswarm-*-Ms`): prefill is the
         prefiller's round trip, transfer the decoder's time to its first chunk (KV load
-        and all), decode the rest of the stream. Empty without the proxy."""
+        and all), decode the rest of the stream. Empty without the proxy.
+
+        Behind the proxy the request's cached tokens are the prefiller's prefix-cache hit
+        (`X-Kvswarm-Prefill-Cached-Tokens`): the decoder's usage counts the KV it loaded
+        from the store as cached too, so every PD request would look like a hit."""
         headers = result.headers
         prefill = headers.get("x-kvswarm-prefill-ms")
         if prefill is None:
             return RequestTimings()
+        cached = headers.get("x-kvswarm-prefill-cached-tokens")
         return RequestTimings(
             prefill_s=_ms_to_s(prefill),
             transfer_s=_ms_to_s(headers.get("x-kvswarm-transfer-ms")),
             decode_s=_ms_to_s(headers.get("x-kvswarm-decode-ms")),
+            cached_tokens=int(cached) if cached is not None and cached.isdigit() else None,
         )
 
     def served_models(

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 CONFIG = """
 target: {model: tiny, engine: auto, endpoint: completions, max_model_len: 4096}
-generation: {max_tokens: 8}
+generation: {max_tokens: 16}
 timeouts: {ttft_s: 60, idle_s: 30}
 scenarios:
   long_context_high_reuse:
