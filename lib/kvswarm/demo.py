@@ -18,9 +18,10 @@ serving stack is.
 
 With `--engine vllm` the target is real vLLM (its CPU build, installed once into its own
 venv, about 3 minutes; `kvswarm engine vllm`) serving a tiny generated model with prefix
-caching, in the non-disaggregated mode only. With `--engine llamacpp` the target is a real
-llama.cpp `llama-server` with a tiny generated model (`kvswarm engine llamacpp`; built
-once, about 5 minutes), in the
+caching; in the PD mode a prefiller and a decoder with `MooncakeStoreConnector` through a
+real Mooncake master, behind kvswarm's proxy (`kvswarm engine vllm --pd`). With
+`--engine llamacpp` the target is a real llama.cpp `llama-server` with a tiny generated
+model (`kvswarm engine llamacpp`; built once, about 5 minutes), in the
 non-disaggregated mode only, with prompts scaled to its 4096-token slots.
 """
 
@@ -113,7 +114,7 @@ VLLM_CONFIG_HEADER = (
     "# to fit a tiny model's 4096-token context on vLLM's CPU build (prefix caching on).\n"
     "# Keys not listed keep the defaults.\n"
 )
-# Real engines the demo can start itself; they serve one mode (no PD stack of their own).
+# Real engines the demo can start itself (llama.cpp: the non-disaggregated mode only).
 REAL_ENGINES = ("llamacpp", "vllm")
 # The sizes the scaling line compares, with the words it uses for them.
 SIZE_FIELDS = (
@@ -297,6 +298,10 @@ def _progress(label: str, elapsed: float, total: float, requests: int, final: bo
 
 def _start_target(mode: str, engine: str, mode_dir: Path) -> Any:
     """The server under test, as a context manager with `base_url` and `metrics_urls`."""
+    if engine == "vllm" and mode == "pd_disaggregated":
+        from kvswarm.vllm.pd import start_vllm_pd
+
+        return start_vllm_pd(mode_dir)
     if engine == "vllm":
         from kvswarm.vllm.install import ensure_vllm
         from kvswarm.vllm.server import VllmServerOptions, start_vllm_server
@@ -435,6 +440,12 @@ def _intro(engine: str, args: argparse.Namespace, scaling: list[str]) -> list[st
 
 
 def _mode_title(mode: str, engine: str, stores: set[str | None]) -> str:
+    if engine == "vllm" and mode == "pd_disaggregated":
+        named = sorted(str(s) for s in stores if s) or ["unknown"]
+        return (
+            f"{mode}: vLLM prefiller and decoder behind kvswarm's proxy; KV store: "
+            f"{', '.join(named)}"
+        )
     if engine == "vllm":
         return f"{mode}: one vLLM server with prefix caching (128-token blocks on CPU)"
     if engine == "llamacpp":
@@ -518,11 +529,10 @@ def _prepare(args: argparse.Namespace, root: Path) -> list[tuple[str, Any]]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    if args.engine in REAL_ENGINES:
-        if args.modes != ["non_disaggregated"] and args.modes != list(MODES):
-            raise KvswarmError(f"--engine {args.engine} runs the non_disaggregated mode only")
-        args.modes = ["non_disaggregated"]
     if args.engine == "llamacpp":
+        if args.modes != ["non_disaggregated"] and args.modes != list(MODES):
+            raise KvswarmError("--engine llamacpp runs the non_disaggregated mode only")
+        args.modes = ["non_disaggregated"]
         args.users = min(args.users, LLAMACPP_SLOTS)
     stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
     root = Path(args.results).resolve() / f"demo-{stamp}"

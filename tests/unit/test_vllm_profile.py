@@ -97,3 +97,12 @@ def test_behind_the_pd_proxy_a_record_counts_the_prefillers_hit_not_the_decoders
         mode="pd_disaggregated", endpoint="chat",
     )  # fmt: skip
     assert record.cached_tokens == 0 and record.prompt_tokens == 1614
+
+
+def test_a_run_whose_metrics_show_a_mooncake_master_names_the_store() -> None:
+    master = parse_metrics("# TYPE master_key_count gauge\nmaster_key_count 22\n")
+    decoder = parse_metrics(
+        '# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine="0"} 0\n'
+    )
+    assert VLLM.kv_store({"decoder": decoder, "mooncake_master": master}) == "mooncake"
+    assert VLLM.kv_store({"decoder": decoder}) is None

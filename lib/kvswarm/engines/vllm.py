@@ -143,6 +143,16 @@ class VllmProfile(EngineProfile):
             cached_tokens=int(cached) if cached is not None and cached.isdigit() else None,
         )
 
+    def kv_store(self, end: Mapping[str, Snapshot]) -> str | None:
+        """"mooncake" when the run's metrics show a Mooncake store (the connector's
+        `vllm:mooncake_store_*` counters, or a Mooncake master's `master_key_count`);
+        None: vLLM's own cache only, or nothing says."""
+        for snapshot in end.values():
+            for key in snapshot.samples:
+                if key.startswith(("vllm:mooncake_store", "master_key_count")):
+                    return "mooncake"
+        return None
+
     def served_models(
         self, base_url: str, timeout_s: float = 10.0
     ) -> tuple[ServedModel, ...] | None:
