@@ -4,9 +4,9 @@ One `StreamingClient` per simulated user holds one keep-alive connection. `compl
 sends a request and returns a `StreamResult` with the timings defined in DESIGN.md:
 the request start is stamped just before the request bytes are written; every SSE event
 is stamped with the time its last byte was received (the `recv` that completed it), never
-when a parser got round to it. HTTP is parsed by httptools (llhttp) and SSE by `sse_data`
-(sseclient-py's reading, cheaper per event), both fed the bytes of each `recv` as they
-arrive, so no read waits for a buffer to fill.
+when a parser got round to it. HTTP is parsed by httptools (llhttp) and SSE by
+sseclient-py, both fed the bytes of each `recv` as they arrive, so no read waits for a
+buffer to fill.
 
 No Locust here: the client works the same under Locust, in a benchmark or a script.
 Under gevent (Locust monkey-patches `socket`) each blocking call yields to other users.
@@ -19,13 +19,14 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
 import orjson
+from sseclient import SSEClient
 
 from kvswarm import __version__
 from kvswarm.errors import ConfigError
@@ -106,54 +107,6 @@ class StreamResult:
         if self.ttft_s is None or self.e2e_s is None or tokens < 2 or not self.streamed:
             return None
         return (self.e2e_s - self.ttft_s) / (tokens - 1)
-
-
-def sse_data(pieces: Iterable[bytes]) -> Iterator[str]:
-    """The data of each Server-Sent Event in a byte stream, as soon as its blank line
-    arrives: its `data:` lines joined by newlines (events without data are skipped;
-    comments and other fields ignored; an unterminated last event counts at the end).
-
-    sseclient-py's reading of the stream (the same events from the same bytes), in about
-    a third of its CPU per event: a stream's common case, a piece holding whole events
-    that end in `\n\n`, is split at once; CR line endings are read as the SSE spec
-    says. Invalid UTF-8 in an event's data raises UnicodeDecodeError."""
-    pending = b""
-    for piece in pieces:
-        if pending:
-            piece = pending + piece
-        if b"\r" in piece:
-            # CRLF or CR line endings: read as LF, except a CR that ends the piece (its LF
-            # may come in the next one).
-            held = piece.endswith(b"\r")
-            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            *events, pending = piece[:-1].split(b"\n\n") if held else piece.split(b"\n\n")
-            if held:
-                pending += b"\r"
-        else:
-            *events, pending = piece.split(b"\n\n")
-        for event in events:
-            data = _event_data(event)
-            if data is not None:
-                yield data
-    if pending:
-        data = _event_data(pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
-        if data is not None:
-            yield data
-
-
-def _event_data(event: bytes) -> str | None:
-    """One event's data (its lines, LF-separated, without the blank line); None if it has none."""
-    if event.startswith(b"data: ") and b"\n" not in event:
-        return event[6:].decode("utf-8")  # the common case: one `data: ` line
-    parts = []
-    for line in event.split(b"\n"):
-        name, colon, value = line.partition(b":")
-        if name != b"data":
-            continue  # a comment (`:...`), a blank line, another field
-        parts.append(value[1:] if value.startswith(b" ") else value)
-    if not parts:
-        return None
-    return b"\n".join(parts).decode("utf-8")
 
 
 class RequestFailed(Exception):
@@ -510,7 +463,7 @@ class StreamingClient:
             raise RequestFailed("empty", "the response carried no generated text")
 
     def _body_pieces(self) -> Iterator[bytes]:
-        """Body bytes as each recv delivers them; `sse_data` pulls from here."""
+        """Body bytes as each recv delivers them; sseclient-py pulls from here."""
         response = self._response
         while True:
             if response.body:
@@ -553,7 +506,8 @@ class StreamingClient:
         itl = result.itl_s
         start = result.start
         try:
-            for data in sse_data(self._body_pieces()):
+            for event in SSEClient(self._body_pieces()).events():
+                data = event.data
                 if done:
                     continue
                 if data == "[DONE]":
