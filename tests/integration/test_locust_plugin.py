@@ -279,3 +279,15 @@ def test_the_exporter_serves_the_runs_counts_while_it_runs(
     assert process.returncode == 0
     assert 'kvswarm_requests_total{mode="non_disaggregated",scenario="cold_start"' in scraped
     assert "kvswarm_ttft_seconds_bucket" in scraped
+
+
+def test_kvswarm_locust_help_lists_the_kv_options(tmp_path: Path) -> None:
+    """`locust -f locustfiles --help` cannot (Locust prints it before loading locustfiles);
+    `kvswarm locust` is Locust with kvswarm's options loaded first."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "kvswarm.cli", "locust", "-f", LOCUSTFILES, "--help"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    for option in ("--kv-config", "--kv-mode", "--kv-run-id", "--kv-exporter-port"):
+        assert option in completed.stdout
