@@ -56,6 +56,9 @@ sys.path.insert(0, str(REPO))
 from tests.support.processes import StreamServer, run_dirs, start_stream_server  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# No Prometheus exporter (nothing scrapes it here, and its default port may be taken);
+# a kvswarm without the option ignores the variable.
+QUIET = {"KVSWARM_EXPORTER_PORT": "0"}
 STOP_MARGIN_S = 1.0
 TTFT_MS = 50.0
 TPOT_MS = 10.0
@@ -269,7 +272,7 @@ def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> 
     server = start_stream_server(
         workdir, ttft_ms=TTFT_MS, tpot_ms=TPOT_MS, core=0 if pinned else None, tokens=args.tokens
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **QUIET}
     if args.kvswarm_lib:
         env["PYTHONPATH"] = f"{args.kvswarm_lib}:{REPO}"
     core = 1 if pinned else None
@@ -482,15 +485,16 @@ def run_ceiling(args: argparse.Namespace, base: Path) -> None:
     users_per_worker = 10
     print(
         "| records/s asked | records/s received | master cores | master µs/record "
-        "| worker cores (each) | late records | lost workers |"
+        "| worker cores (each) | late records | lost workers | run closed, s after the end |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for rate in args.rates:
         workdir = base / f"ceiling-{rate}"
         workdir.mkdir()
         results = workdir / "results"
         env = {
             **os.environ,
+            **QUIET,
             "PYTHONUNBUFFERED": "1",
             "KV_BENCH_RATE_PER_USER": str(rate / (2 * users_per_worker)),
         }
@@ -505,10 +509,13 @@ def run_ceiling(args: argparse.Namespace, base: Path) -> None:
             time.sleep(max(0.0, started + args.seconds - STOP_MARGIN_S - time.monotonic()))
             t1, m1 = time.time(), process_cpu_s(master.pid)
             w1 = [process_cpu_s(w.pid) for w in workers]
-            for process in [master, *workers]:
-                process.wait(timeout=180)
+            closed_after_s = wait_closed(master, workers, t1)
         finally:
             server.stop()
+        if closed_after_s is None:
+            busy = f"master still busy {CLOSE_TIMEOUT_S:g} s after the end: killed"
+            print(f"| {rate} | - | {(m1 - m0) / (t1 - t0):.2f} | - | - | - | - | {busy} |")
+            continue
         (run,) = run_dirs(results)
         meta = json.loads((run / "run.json").read_text())
         with open(run / "requests.csv", newline="") as handle:
@@ -519,9 +526,30 @@ def run_ceiling(args: argparse.Namespace, base: Path) -> None:
         print(
             f"| {rate} | {received:.0f} | {master_cores:.2f} "
             f"| {master_cores / received * 1e6:.1f} | {worker_cores:.2f} "
-            f"| {meta['fleet']['late_records']} | {len(meta['fleet']['lost_workers'])} |",
+            f"| {meta['fleet']['late_records']} | {len(meta['fleet']['lost_workers'])} "
+            f"| {closed_after_s:.1f} |",
             flush=True,
         )
+
+
+CLOSE_TIMEOUT_S = 90.0
+
+
+def wait_closed(
+    master: subprocess.Popen, workers: list[subprocess.Popen], end: float
+) -> float | None:
+    """Seconds after `end` (Unix time) the fleet exited; None (all killed) when the master
+    was still busy `CLOSE_TIMEOUT_S` later."""
+    try:
+        for process in [master, *workers]:
+            process.wait(timeout=max(1.0, end + CLOSE_TIMEOUT_S - time.time()))
+    except subprocess.TimeoutExpired:
+        for process in [master, *workers]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        return None
+    return time.time() - end
 
 
 def main() -> None:
