@@ -289,6 +289,41 @@ def _server_section(run: Run) -> Section:
                    (Table("", ("figure", "value"), tuple(rows)),))  # fmt: skip
 
 
+def _hit_rates_section(run: Run) -> Section:
+    """The hit rate three ways, each labelled: client-side (usage's cached tokens), the
+    server's counters, and the sampled window's derived figures (store counters)."""
+    ok = run.requests[run.requests["ok"]]
+    reported = ok.dropna(subset=["cached_tokens", "prompt_tokens"])
+    prompt = float(reported["prompt_tokens"].sum())
+    client = float(reported["cached_tokens"].sum()) / prompt if prompt else None
+    server = run.record.server
+    rows = [
+        ("client: cached / prompt tokens in usage", share_cell(client),
+         "sum of cached_tokens / sum of prompt_tokens over successful requests"),
+        ("server counters", share_cell(server.cached_share if server else None),
+         (server.cached_share_formula or "-") if server else "-"),
+    ]  # fmt: skip
+    sampled = run.record.server_metrics
+    if sampled is not None:
+        for name, figure in sorted(sampled.derived.items()):
+            value = (
+                share_cell(figure.value)
+                if figure.unit == "ratio"
+                else ("-" if figure.value is None else f"{figure.value:.4g} {figure.unit}")
+            )
+            rows.append((f"sampled window: {name}", value, figure.formula))
+    note = (
+        "Sampled every few seconds into server_metrics.jsonl; run.json's server_metrics."
+        if sampled is not None
+        else "No sampled server metrics in this run (run.json has no server_metrics)."
+    )
+    return Section(
+        "Hit rates, three ways",
+        (note,),
+        (Table("", ("source", "value", "formula"), tuple(rows)),),
+    )
+
+
 def _charts(run: Run, out_dir: Path) -> list[Chart]:
     scenarios = by_scenario(run)
     start = run.record.window.measure_start_unix_s
@@ -373,6 +408,7 @@ def build_report(run: Run, out_dir: Path, with_charts: bool = True) -> Document:
             paragraphs=() if pd_split else ("No per-request PD split was recorded.",),
         ),
         _server_section(run),
+        _hit_rates_section(run),
     ]
     if with_charts:
         sections.append(Section("Charts", charts=tuple(_charts(run, out_dir))))

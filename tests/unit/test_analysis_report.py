@@ -150,3 +150,30 @@ def test_a_locust_csv_prefix_alone_gives_what_its_files_allow(tmp_path: Path) ->
     assert main(["report", str(prefix), "-o", str(tmp_path / "out"), "--format", "md"]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
     assert "| s | 100 | 98 |" in text and "| s | TTFT | 98 | 40.00 |" in text
+
+
+def test_the_report_gives_the_hit_rate_three_ways(run_dir: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from kvswarm.runrecord import read_run_record, write_run_record
+    from kvswarm.sinks.server_metrics import DerivedFigure, ServerMetricsSection
+
+    record = read_run_record(run_dir)
+    sampled = ServerMetricsSection(
+        interval_s=5.0,
+        file="server_metrics.jsonl",
+        derived={"prefix_cache_hit_rate": DerivedFigure(0.68, "Δhits / Δqueries", "ratio")},
+    )
+    write_run_record(run_dir, replace(record, server_metrics=sampled))
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "out"), "--format", "md"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    ok = (
+        pd.read_csv(run_dir / "requests.csv")
+        .query("ok == 1")
+        .dropna(subset=["cached_tokens", "prompt_tokens"])
+    )
+    client = ok["cached_tokens"].sum() / ok["prompt_tokens"].sum()
+    rows = {r[0]: r for r in md_rows(text, "| source | value | formula |")}
+    assert rows["client: cached / prompt tokens in usage"][1] == f"{client:.1%}"
+    assert rows["sampled window: prefix_cache_hit_rate"][1:] == ["68.0%", "Δhits / Δqueries"]
+    assert "server counters" in rows
