@@ -214,3 +214,24 @@ def test_a_prefix_shorter_than_the_servers_block_is_a_designed_miss(build_worklo
     blocked = build_workload("batch_processing")
     blocked.min_hit_tokens = 10**6  # longer than any prefix
     assert not any(blocked.next_request().expected_hit for _ in range(30))
+
+
+def test_the_first_use_is_settled_in_the_order_requests_are_sent(build_workload) -> None:
+    """Users draft ahead; two drafts of one pool item are a miss and a hit in the order
+    they go out, whichever was drafted first."""
+    import dataclasses
+
+    from kvswarm.workloads import builtin_scenarios
+
+    config = dataclasses.replace(builtin_scenarios()["batch_processing"], pool_size=1,
+                                 shared_tokens_min=100, shared_tokens_max=100,
+                                 unique_tokens=20, reuse_ratio=1.0)  # fmt: skip
+    first_drafted = build_workload("batch_processing", config, user_id=1)
+    second_drafted = build_workload("batch_processing", config, user_id=2)
+    a = first_drafted.draft_request()
+    b = second_drafted.draft_request()
+    assert a.pool_prefix and b.pool_prefix and a.prefix_id == b.prefix_id
+    sent_b = second_drafted.count_sent(b)
+    sent_a = first_drafted.count_sent(a)
+    assert (sent_b.expected_hit, sent_a.expected_hit) == (False, True)
+    assert first_drafted.stats.expected_hits == 1 and second_drafted.stats.expected_hits == 0

@@ -79,8 +79,7 @@ class ScenarioUser(LLMUser):
     def next_request(self) -> None:
         """Send the workload's next request; a successful reply goes back to it."""
         workload = self.workload
-        request = self._take_draft()
-        workload.count_sent(request)
+        request = workload.count_sent(self._take_draft())
         if not workload.next_depends_on_reply:
             self._draft_next()
         result = self.send(

@@ -121,6 +121,11 @@ class MultiTurnWorkload(Workload):
         conversation.target_tokens = request.prompt_tokens_target + reply_tokens
         conversation.turns += 1
 
+    def _replaced(self, drafted: PromptRequest, sent: PromptRequest) -> None:
+        conversation = self._conversation
+        if conversation is not None and conversation.pending is drafted:
+            conversation.pending = sent
+
     def _next(self) -> PromptRequest:
         identity = self._identity()
         want_hit = self._schedule.want_hit()
@@ -150,7 +155,8 @@ class MultiTurnWorkload(Workload):
             ratio=self.config.reuse_ratio,
         )
         if bare:
-            expected_hit = not self.material.seen.first_use(item.prefix_id)
+            # Provisional: `count_sent` settles whether this is the item's first use.
+            expected_hit = item.prefix_id in self.material.seen
             system, salt_tokens, prefix = item.text, 0, (item.prefix_id, item.tokens)
         else:
             expected_hit = False
@@ -189,6 +195,7 @@ class MultiTurnWorkload(Workload):
             prompt_tokens_sized=conversation.tokens + self._marker_tokens + user.tokens,
             conversation_id=conversation.conversation_id,
             turn=conversation.turns + 1,
+            pool_prefix=conversation.turns == 0 and bool(prefix[0]),
         )
         conversation.pending = request
         return request

@@ -75,8 +75,10 @@ class PrefixWorkload(Workload):
         )
         unique = self._unique_text(identity, type(self).unique_text, self.config.unique_tokens)
         if bare:
-            first_use = self.material.seen.first_use(item.prefix_id)
-            return self._request(identity, item, unique, salt="", expected_hit=not first_use)
+            # Provisional: `count_sent` settles whether this is the item's first use.
+            return self._request(
+                identity, item, unique, salt="", expected_hit=item.prefix_id in self.material.seen
+            )
         return self._request(identity, item, unique, salt=identity.tag)
 
     def _request(
@@ -107,6 +109,7 @@ class PrefixWorkload(Workload):
             prompt=shared + SEPARATOR + unique.text,
             max_tokens=self.context.max_tokens,
             prefix_id="" if salt else item.prefix_id,
+            pool_prefix=not salt,
             prefix_tokens=0 if salt else item.tokens,
             expected_hit=expected_hit,
             prompt_tokens_target=fixed + item.target_tokens + self.config.unique_tokens,

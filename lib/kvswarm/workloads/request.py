@@ -24,6 +24,7 @@ class PromptRequest:
       length achieved as the sizer measured it (exact with a local tokenizer, estimated for
       unique parts with the server's /tokenize or a ratio).
     - `conversation_id`, `turn` (1-based): multi-turn only; '' and 0 otherwise.
+    - `pool_prefix`: begins with a pool item as it is (see `Workload.count_sent`).
     """
 
     scenario: str
@@ -38,3 +39,7 @@ class PromptRequest:
     prompt_tokens_sized: int = 0
     conversation_id: str = ""
     turn: int = 0
+    # True when the request begins with a pool item as it is (not salted): whether it is
+    # the item's first use (a designed miss) is settled when it is sent, not drafted, since
+    # users draft ahead and may send in another order.
+    pool_prefix: bool = False

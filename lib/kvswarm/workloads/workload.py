@@ -254,9 +254,7 @@ class Workload(ABC):
 
     def next_request(self) -> PromptRequest:
         """The next request of this user, counted as sent."""
-        request = self.draft_request()
-        self.count_sent(request)
-        return request
+        return self.count_sent(self.draft_request())
 
     def draft_request(self) -> PromptRequest:
         """The next request of this user, not yet counted in `stats` (see the class doc).
@@ -270,9 +268,25 @@ class Workload(ABC):
         self._schedule.record(request.expected_hit)
         return request
 
-    def count_sent(self, request: PromptRequest) -> None:
-        """Count a drafted request in `stats`: it is being sent."""
+    def count_sent(self, request: PromptRequest) -> PromptRequest:
+        """Count a drafted request in `stats`: it is being sent. Returns it as sent.
+
+        A request that begins with a pool item as it is (`pool_prefix`) is the item's
+        first use — a designed miss — only if no request of the fleet has sent the item
+        before this one; settled here, when it is sent, since users draft ahead and two
+        drafts of one item may go out in either order."""
+        if request.pool_prefix:
+            first = self.material.seen.first_use(request.prefix_id)
+            hit = not first and request.prefix_tokens >= self.min_hit_tokens
+            if hit != request.expected_hit:
+                settled = dataclasses.replace(request, expected_hit=hit)
+                self._replaced(request, settled)
+                request = settled
         self.stats.record(request)
+        return request
+
+    def _replaced(self, drafted: PromptRequest, sent: PromptRequest) -> None:  # noqa: B027
+        """A hook: `sent` replaces `drafted` (workloads that keep their last request)."""
 
     def observe_reply(self, request: PromptRequest, reply_text: str) -> None:
         """Hand back the text the server streamed in reply to `request`.
