@@ -181,6 +181,11 @@ class RunRecord:
     options: dict[str, Any] = _doc(
         "kvswarm's `--kv-*` options as the test used them (secrets removed)", factory=dict
     )
+    cache_reset: dict[str, str] | None = _doc(
+        "`--kv-reset-cache`: whether the prefix cache was reset at the start (`status`: "
+        "reset, not_supported or failed, with `detail`); null: the cache was left as it was",
+        None,
+    )
     locust: LocustSection = _doc("Locust's load settings", factory=LocustSection)
     fleet: FleetSection = _doc("workers and what they shipped", factory=FleetSection)
     server: ServerReport | None = _doc(

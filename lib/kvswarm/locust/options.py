@@ -107,6 +107,14 @@ def add_arguments(parser: Any) -> None:
         help="seconds between snapshots of every metrics endpoint (server_metrics.jsonl)",
     )
     parser.add_argument(
+        "--kv-reset-cache",
+        action="store_true",
+        default=False,
+        help="reset the server's prefix cache when a test starts (through its engine "
+        "profile: vLLM /reset_prefix_cache with VLLM_SERVER_DEV_MODE=1, llama.cpp slot "
+        "erase, the simulator), so the run starts cold; run.json says whether it could",
+    )
+    parser.add_argument(
         "--kv-run-uid",
         dest=RUN_UID_OPTION,
         default="",
@@ -133,6 +141,7 @@ class KvOptions:
     run_id: str = ""
     api_key: str = ""
     itl_events: str = "mean"
+    reset_cache: bool = False
     run_uid: str = ""
     run_scenarios: tuple[str, ...] = ()
 
@@ -151,6 +160,7 @@ class KvOptions:
             run_id=get("kv_run_id") or "",
             api_key=get("kv_api_key") or "",
             itl_events=get("kv_itl_events") or "mean",
+            reset_cache=bool(get("kv_reset_cache")),
             run_uid=get(RUN_UID_OPTION) or "",
             run_scenarios=tuple(filter(None, (get(RUN_SCENARIOS_OPTION) or "").split(","))),
         )
@@ -165,6 +175,7 @@ class KvOptions:
             "run_id": self.run_id or None,
             "api_key": "<redacted>" if self.api_key else None,
             "itl_events": self.itl_events,
+            "reset_cache": self.reset_cache,
         }
 
 

@@ -244,6 +244,21 @@ class KvswarmPlugin:
         if problem:
             raise KvswarmError(problem)
 
+    def _reset_cache_if_asked(self) -> dict[str, str] | None:
+        """`--kv-reset-cache`: drop the server's prefix cache before the run, so it starts
+        cold. An engine that cannot is a one-line warning, not an error: run.json says."""
+        if not self.settings.options.reset_cache:
+            return None
+        outcome = self.engine.reset_prefix_cache(self.settings.base_url)
+        if not outcome.ok:
+            print(
+                f"kvswarm: warning: the prefix cache was not reset ({outcome.status}: "
+                f"{outcome.detail}); the run starts with whatever the server holds",
+                file=sys.stderr,
+                flush=True,
+            )
+        return outcome.to_dict()
+
     def _block_size(self, snapshot: Snapshot | None) -> int | None:
         """The server's KV block size, where its engine reports one (vLLM: 128 on CPU)."""
         read = getattr(self.engine, "block_size", None)
@@ -261,6 +276,7 @@ class KvswarmPlugin:
         )
         self.engine = engine_profile(self.server.engine)
         self._check_model()
+        cache_reset = self._reset_cache_if_asked()
         self.block_size = self._block_size(self.server.start.get("target"))
         self.run = RunDirectory.create(
             settings.results_dir,
@@ -276,6 +292,7 @@ class KvswarmPlugin:
             config=redacted(config),
             options=settings.options.for_record(),
             locust=self._locust_section(),
+            cache_reset=cache_reset,
             fleet=FleetSection(distributed=self.is_master),
         )
         self.run.update(window=Window(self.run.record.window.start_unix_s, None, _warmup(config)))

@@ -117,3 +117,36 @@ def test_the_report_gives_the_servers_cached_share_and_block_size(runs) -> None:
         deltas[HITS] / deltas[HITS.replace("hits", "queries")]
     )
     assert "this server's blocks: 128 tokens" in server["cache_semantics"]
+
+
+def test_a_reset_between_two_identical_runs_makes_the_second_start_cold(
+    vllm_server: VllmServer, tmp_path: Path
+) -> None:
+    """Shared pools are the same in every run, so a run after another finds its first
+    prefix cached; `--kv-reset-cache` starts it cold, and run.json says so."""
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+
+    def run(name: str, *extra: str) -> tuple[dict[str, str], dict]:
+        results = tmp_path / name
+        completed = run_locust(
+            [
+                "-f", str(REPO / "locustfiles"), "BatchProcessingUser", "--headless",
+                "-u", "1", "-r", "1", "-t", "4s", "--host", vllm_server.base_url,
+                "--kv-config", str(config), "--kv-results", str(results), *extra,
+            ],
+            cwd=tmp_path,
+            timeout_s=240,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        (run_dir,) = run_dirs(results)
+        with open(run_dir / "requests.csv", newline="") as handle:
+            first = min(csv.DictReader(handle), key=lambda row: float(row["start_unix_s"]))
+        return first, json.loads((run_dir / "run.json").read_text())
+
+    run("warm")
+    first, meta = run("again")
+    assert int(first["cached_tokens"]) > 0 and meta["cache_reset"] is None
+    first, meta = run("reset", "--kv-reset-cache")
+    assert meta["cache_reset"]["status"] == "reset"
+    assert int(first["cached_tokens"]) == 0
