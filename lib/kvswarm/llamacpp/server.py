@@ -28,11 +28,11 @@ import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from kvswarm.errors import KvswarmError
 from kvswarm.llamacpp.build import ensure_llama_server
 from kvswarm.llamacpp.tinymodel import TinyModelSpec, ensure_tiny_model
+from kvswarm.server_handle import ServerProcess
 
 DEFAULT_ALIAS = "kvswarm-tiny-llama"
 _PR_SET_PDEATHSIG = 1
@@ -67,7 +67,7 @@ class LlamaServerOptions:
 
 
 @dataclass
-class LlamaServer:
+class LlamaServer(ServerProcess):
     """A running `llama-server`. Use as a context manager, or call `stop()`.
 
     The server is also killed when this handle is garbage-collected or Python exits.
@@ -84,41 +84,12 @@ class LlamaServer:
     _finalizer: weakref.finalize = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._finalizer = weakref.finalize(self, _terminate, self.process, 0.0)
+        self.watch_process()
 
     @property
     def base_url(self) -> str:
         """`http://host:port`, without `/v1` (llama.cpp serves /health, /tokenize at the root)."""
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """End the server: SIGTERM, then SIGKILL after `timeout_s`. Safe to call twice."""
-        _terminate(self.process, timeout_s)
-        self._finalizer.detach()
-        if self.remove_log_on_stop:
-            self.log_path.unlink(missing_ok=True)
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines the server wrote (for error messages)."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def __enter__(self) -> LlamaServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_llama_server(
@@ -264,17 +235,6 @@ def _health_ok(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False  # not listening yet, or 503 while the model loads
-
-
-def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def command_line(server: LlamaServer) -> str:

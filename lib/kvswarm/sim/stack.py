@@ -25,7 +25,6 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import gevent
@@ -34,6 +33,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from kvswarm.errors import KvswarmError
+from kvswarm.server_handle import ServerHandle
 from kvswarm.sim.engine import Backend, Engine, LocalBackend
 from kvswarm.sim.faults import FaultInjector
 from kvswarm.sim.groundtruth import GroundTruthLog
@@ -232,7 +232,7 @@ def _close_quietly(store: KVStore) -> None:
         print(f"kvswarm sim: closing the {store.name} store failed: {exc}", file=sys.stderr)
 
 
-class _Handle:
+class _Handle(ServerHandle):
     """What both handles share: URLs, and stop() on leaving a `with` block."""
 
     info: StackInfo
@@ -248,20 +248,6 @@ class _Handle:
     @property
     def metrics_urls(self) -> dict[str, str]:
         return self.info.metrics_urls
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class RunningStack(_Handle):

@@ -55,10 +55,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Literal
 
 from kvswarm.errors import KvswarmError
+from kvswarm.server_handle import ServerHandle
 from kvswarm.sim.master import MooncakeMaster, master_binary
 from kvswarm.sim.stack import StackInfo
 from kvswarm.vllm.install import VllmInstall, ensure_vllm, ensure_vllm_mooncake
@@ -137,7 +137,7 @@ def kv_transfer_config(role: str, kv_store: str, shared_dir: Path | None = None)
 
 
 @dataclass
-class VllmPdStack:
+class VllmPdStack(ServerHandle):
     """A running PD stack. Use as a context manager, or call `stop()`."""
 
     options: VllmPdOptions
@@ -203,17 +203,6 @@ class VllmPdStack:
         if self._temporary is not None:
             self._temporary.cleanup()
             self._temporary = None
-
-    def __enter__(self) -> VllmPdStack:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_vllm_pd(

@@ -28,10 +28,11 @@ import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from typing import ClassVar
 
 from kvswarm.errors import KvswarmError
 from kvswarm.llamacpp.server import free_port
+from kvswarm.server_handle import ServerProcess
 from kvswarm.vllm.install import ensure_vllm
 from kvswarm.vllm.tinymodel import TinyQwenSpec, ensure_tiny_qwen
 
@@ -75,7 +76,7 @@ class VllmServerOptions:
 
 
 @dataclass
-class VllmServer:
+class VllmServer(ServerProcess):
     """A running vLLM server. Use as a context manager, or call `stop()`.
 
     The server is also killed when this handle is garbage-collected or Python exits.
@@ -92,8 +93,15 @@ class VllmServer:
     remove_log_on_stop: bool = False
     _finalizer: weakref.finalize = field(init=False, repr=False)
 
+    stop_timeout_s: ClassVar[float] = 20.0
+
     def __post_init__(self) -> None:
-        self._finalizer = weakref.finalize(self, _terminate, self.process, 0.0)
+        self.watch_process()
+
+    # vLLM's engine core is a child of the API server: the whole process group ends.
+    @staticmethod
+    def end_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+        _terminate(process, timeout_s)
 
     @property
     def base_url(self) -> str:
@@ -103,35 +111,6 @@ class VllmServer:
     @property
     def model_name(self) -> str:
         return self.options.served_model_name
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """End the server and its engine process: SIGTERM, then SIGKILL. Safe to call twice."""
-        _terminate(self.process, timeout_s)
-        self._finalizer.detach()
-        if self.remove_log_on_stop:
-            self.log_path.unlink(missing_ok=True)
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines the server wrote (for error messages)."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def __enter__(self) -> VllmServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_vllm_server(
