@@ -144,7 +144,7 @@ class VllmProfile(EngineProfile):
         )
 
     def kv_store(self, end: Mapping[str, Snapshot]) -> str | None:
-        """"mooncake" when the run's metrics show a Mooncake store (the connector's
+        """`mooncake` when the run's metrics show a Mooncake store (the connector's
         `vllm:mooncake_store_*` counters, or a Mooncake master's `master_key_count`);
         None: vLLM's own cache only, or nothing says."""
         for snapshot in end.values():
