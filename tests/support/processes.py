@@ -124,3 +124,31 @@ def run_locust(
 
 def run_dirs(results: Path) -> list[Path]:
     return sorted(path for path in results.iterdir() if (path / "run.json").exists())
+
+
+def run_scenario(
+    base_url: str, config_text: str, directory: Path, scenario: str, users: int, seconds: int
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """One scenario of `config_text` headless against `base_url` (users started at once,
+    60 s for in-flight requests to end); its requests.csv rows and run.json."""
+    import csv
+
+    from kvswarm.locust.naming import user_class_name
+
+    config = directory / "config.yaml"
+    config.write_text(config_text)
+    results = directory / f"results-{scenario}-{users}"
+    completed = run_locust(
+        [
+            "-f", str(REPO / "locustfiles"), user_class_name(scenario), "--headless",
+            "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "60",
+            "--host", base_url, "--kv-config", str(config), "--kv-results", str(results),
+        ],
+        cwd=directory,
+        timeout_s=240,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (run,) = run_dirs(results)
+    with open(run / "requests.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows, json.loads((run / "run.json").read_text())

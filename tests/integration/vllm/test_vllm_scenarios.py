@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from kvswarm.vllm.server import VllmServer
+from kvswarm.workloads import builtin_scenarios
 from tests.support.processes import REPO, run_dirs, run_locust
+from tests.support.processes import run_scenario as run_scenario_with_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -38,42 +40,20 @@ scenarios:
   batch_processing: {shared_tokens_min: 400, shared_tokens_max: 600, unique_tokens: 32}
   cold_start: {unique_tokens: 800}
 """
-CLASSES = {
-    "long_context_high_reuse": "LongContextHighReuseUser",
-    "code_generation": "CodeGenerationUser",
-    "multi_turn_conversation": "MultiTurnConversationUser",
-    "batch_processing": "BatchProcessingUser",
-    "cold_start": "ColdStartUser",
-}
+# The built-in scenarios, each run on its own.
+SCENARIOS = tuple(builtin_scenarios())
 HITS = 'vllm:prefix_cache_hits_total{engine="0",model_name="tiny"}'
 CACHED = 'vllm:prompt_tokens_cached_total{engine="0",model_name="tiny"}'
 
 
 def run_scenario(server: VllmServer, tmp: Path, scenario: str, users: int, seconds: int):
-    config = tmp / "config.yaml"
-    config.write_text(CONFIG)
-    results = tmp / f"results-{scenario}-{users}"
-    completed = run_locust(
-        [
-            "-f", str(REPO / "locustfiles"), CLASSES[scenario], "--headless",
-            "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "60",
-            "--host", server.base_url, "--kv-config", str(config),
-            "--kv-results", str(results),
-        ],
-        cwd=tmp,
-        timeout_s=240,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (run,) = run_dirs(results)
-    with open(run / "requests.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return rows, json.loads((run / "run.json").read_text())
+    return run_scenario_with_config(server.base_url, CONFIG, tmp, scenario, users, seconds)
 
 
 @pytest.fixture(scope="module")
 def runs(vllm_server: VllmServer, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("vllm-scenarios")
-    return {name: run_scenario(vllm_server, tmp, name, 2, 8) for name in CLASSES}
+    return {name: run_scenario(vllm_server, tmp, name, 2, 8) for name in SCENARIOS}
 
 
 def cached_tokens(rows) -> int:
