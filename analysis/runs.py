@@ -227,18 +227,23 @@ def read_requests(path: Path) -> pd.DataFrame:
         raise KvswarmError(f"{path}: no such file (is this a kvswarm results directory?)") from None
     except pd.errors.EmptyDataError:
         raise KvswarmError(f"{path}: empty file (expected a header row)") from None
-    missing = [name for name in CSV_COLUMNS if name not in header]
+    absent = [c for c in COLUMNS if c.name not in header and c.added_later]
+    missing = [c.name for c in COLUMNS if c.name not in header and not c.added_later]
     if missing:
         raise KvswarmError(f"{path}: column {missing[0]} is missing (not a kvswarm requests.csv?)")
+    present = {name: dtype for name, dtype in dtypes.items() if name in header}
     try:
         frame = pd.read_csv(
             path,
-            dtype=dtypes,
+            dtype=present,
             keep_default_na=False,
             na_values={column.name: [""] for column in COLUMNS if column.nullable},
         )
     except (pd.errors.ParserError, ValueError, TypeError, OverflowError):
         raise KvswarmError(_malformed(path)) from None
+    for column in absent:
+        frame[column.name] = pd.Series(pd.NA, index=frame.index, dtype=dtypes[column.name])
+    frame = frame[[*CSV_COLUMNS, *(name for name in frame.columns if name not in CSV_COLUMNS)]]
     for column in COLUMNS:
         if column.kind == "bool":
             frame[column.name] = frame[column.name].fillna(0).astype(bool)

@@ -64,6 +64,7 @@ def _scenario_frame(
         "expected_hit": hit.astype(int),
         "prompt_tokens": s.prompt_tokens,
         "cached_tokens": cached if s.cached_reported else empty,
+        "created_cache_tokens": s.prompt_tokens - cached if s.cached_reported else empty,
         "output_tokens": np.where(ok, s.output_tokens, 0), "output_tokens_source": "usage",
         "text_chunks": np.where(ok, s.output_tokens, 0),
         "ttft_ms": np.where(ok, np.round(ttft, 3), np.nan),

@@ -77,6 +77,8 @@ class StreamResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None
+    # vLLM: prompt tokens computed and written to the prefix cache by this request.
+    created_cache_tokens: int | None = None
     status_code: int | None = None
     finish_reason: str | None = None
     failure: str = ""
@@ -559,8 +561,11 @@ class StreamingClient:
             result.prompt_tokens = usage.get("prompt_tokens", result.prompt_tokens)
             result.completion_tokens = usage.get("completion_tokens", result.completion_tokens)
             details = usage.get("prompt_tokens_details")
-            if details and details.get("cached_tokens") is not None:
-                result.cached_tokens = details["cached_tokens"]
+            if details:
+                if details.get("cached_tokens") is not None:
+                    result.cached_tokens = details["cached_tokens"]
+                if details.get("created_cache_tokens") is not None:
+                    result.created_cache_tokens = details["created_cache_tokens"]
         timings = chunk.get("timings")
         if timings:
             result.server_timings = timings

@@ -59,6 +59,7 @@ class RequestRecord:
     expected_hit: bool = False
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
+    created_cache_tokens: int | None = None
     output_tokens: int = 0
     output_tokens_source: str = "chunks"
     text_chunks: int = 0
@@ -102,7 +103,9 @@ class Column:
 
     `kind` is the column's type as read back (`str`, `int`, `float`, `bool`: written 0/1);
     `nullable` columns are empty when not measured or not reported (read as NA);
-    `cell` turns a record (and its ITL summary) into the text of the cell.
+    `cell` turns a record (and its ITL summary) into the text of the cell;
+    `added_later` columns came after the first requests.csv: files written before lack
+    them and read them back as empty.
     """
 
     name: str
@@ -111,6 +114,7 @@ class Column:
     meaning: str
     cell: Callable[[RequestRecord, _ItlCells], str] = field(repr=False, compare=False)
     nullable: bool = False
+    added_later: bool = False
 
 
 def _ms(seconds: float | None) -> str:
@@ -152,6 +156,10 @@ COLUMNS: tuple[Column, ...] = (
            "count)", lambda r, i: _opt(r.prompt_tokens), nullable=True),
     Column("cached_tokens", "int", "tokens", "`usage.prompt_tokens_details.cached_tokens` "
            "(or the engine's own count)", lambda r, i: _opt(r.cached_tokens), nullable=True),
+    Column("created_cache_tokens", "int", "tokens", "`usage.prompt_tokens_details."
+           "created_cache_tokens` (vLLM): prompt tokens this request computed and wrote to "
+           "the prefix cache (PD: on the prefiller)", lambda r, i: _opt(r.created_cache_tokens),
+           nullable=True, added_later=True),
     Column("output_tokens", "int", "tokens", "`usage.completion_tokens`, else text-bearing "
            "chunks", lambda r, i: str(r.output_tokens)),
     Column("output_tokens_source", "str", "", "`usage` or `chunks`: where output_tokens "
@@ -308,14 +316,18 @@ def build_record(
     the simulator's header, the prefiller's hit behind kvswarm's vLLM PD proxy, where
     the decoder's usage also counts the KV it loaded), else usage."""
     prompt, cached = result.prompt_tokens, result.cached_tokens
+    created = result.created_cache_tokens
     if timings is not None:
         prompt = prompt if prompt is not None else timings.prompt_tokens
         cached = timings.cached_tokens if timings.cached_tokens is not None else cached
+        if timings.created_cache_tokens is not None:
+            created = timings.created_cache_tokens
     return RequestRecord(
         streamed=result.streamed,
         start_unix_s=result.start_unix_s,
         prompt_tokens=prompt,
         cached_tokens=cached,
+        created_cache_tokens=created,
         output_tokens=result.output_tokens,
         output_tokens_source=result.output_tokens_source,
         text_chunks=result.text_chunks,

@@ -357,6 +357,9 @@ _PRODUCER_DOCS = {
     "(vLLM + LMCache / Mooncake)",
     "server.kv_store": "the KV store that served the run, where the stack says (`mooncake`, "
     "`in-process`)",
+    "server.prompt_tokens_by_source": "per metrics source, the window's prompt tokens by "
+    "where their KV came from (vLLM: `local_compute`, `local_cache_hit`, "
+    "`external_kv_transfer`; a PD prefiller and decoder apart)",
     "server.sources": "per metrics source: `url`, `warning`, counter `deltas` over the "
     "window, gauge values at its `end`",
     "server.warnings": "sources that could not be read, or were read once for two names",

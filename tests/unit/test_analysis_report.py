@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from kvswarm.analysis.formats import FORMATS, resolve_formats
-from kvswarm.analysis.runs import load_run, open_run
+from kvswarm.analysis.runs import load_run, open_run, read_requests
 from kvswarm.analysis.synthetic import SyntheticScenario, write_synthetic_run
 from kvswarm.cli import main
 from kvswarm.errors import KvswarmError
+from kvswarm.records import CSV_COLUMNS
 from kvswarm.registry import UnknownNameError
 
 SCENARIOS = [
@@ -131,6 +132,16 @@ def test_a_missing_column_or_file_exits_2_in_one_line(
     )
     assert main(["compare", str(tmp_path / "nowhere")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_requests_csv_written_before_a_column_was_added_reads_it_as_empty(
+    run_dir: Path,
+) -> None:
+    frame = pd.read_csv(run_dir / "requests.csv", dtype=str, keep_default_na=False)
+    frame.drop(columns=["created_cache_tokens"]).to_csv(run_dir / "requests.csv", index=False)
+    requests = read_requests(run_dir / "requests.csv")
+    assert list(requests.columns) == list(CSV_COLUMNS)
+    assert requests["created_cache_tokens"].isna().all()
 
 
 def test_a_locust_csv_prefix_alone_gives_what_its_files_allow(tmp_path: Path) -> None:

@@ -146,6 +146,14 @@ def test_vllm_chat_stream_gives_text_usage_and_cached_tokens() -> None:
     assert result.status_code == 200
 
 
+def test_vllm_usage_gives_the_tokens_a_request_wrote_to_the_prefix_cache() -> None:
+    details = {"cached_tokens": 128, "created_cache_tokens": 256}
+    usage = {**USAGE, "usage": {**USAGE["usage"], "prompt_tokens_details": details}}
+    stream = chunked_response(sse(chat_chunk("Hi", finish="length"), usage, "[DONE]"))
+    result, _ = run([stream])
+    assert (result.cached_tokens, result.created_cache_tokens) == (128, 256)
+
+
 @pytest.mark.parametrize("split", range(1, len(VLLM_CHAT)))
 def test_a_stream_split_at_any_byte_parses_the_same(split: int) -> None:
     result, _ = run([VLLM_CHAT[:split], VLLM_CHAT[split:]])

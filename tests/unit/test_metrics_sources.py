@@ -203,7 +203,8 @@ def test_server_report_round_trips_through_a_dict() -> None:
     data = report.to_dict()
     assert set(data) == {
         "engine", "cache_semantics", "cached_share", "cached_share_formula",
-        "cached_share_sources", "external_cached_share", "kv_store", "sources", "warnings",
+        "cached_share_sources", "external_cached_share", "kv_store",
+        "prompt_tokens_by_source", "sources", "warnings",
     }  # fmt: skip
     assert data["sources"]["decoder"]["deltas"] is None
     assert ServerReport.from_dict(data) == report

@@ -88,6 +88,7 @@ def test_behind_the_pd_proxy_a_record_counts_the_prefillers_hit_not_the_decoders
             "x-kvswarm-transfer-ms": "30.0",
             "x-kvswarm-decode-ms": "80.0",
             "x-kvswarm-prefill-cached-tokens": "0",  # a designed miss: nothing reused
+            "x-kvswarm-prefill-created-cache-tokens": "1536",  # whole blocks it computed
         },
     )
     timings = VLLM.request_timings(result)
@@ -97,6 +98,19 @@ def test_behind_the_pd_proxy_a_record_counts_the_prefillers_hit_not_the_decoders
         mode="pd_disaggregated", endpoint="chat",
     )  # fmt: skip
     assert record.cached_tokens == 0 and record.prompt_tokens == 1614
+    assert record.created_cache_tokens == 1536
+
+
+def test_prompt_tokens_by_source_are_summed_over_engines_per_source() -> None:
+    by_source = "vllm:prompt_tokens_by_source_total"
+    deltas = {
+        f'{by_source}{{engine="0",model_name="tiny",source="local_compute"}}': 300.0,
+        f'{by_source}{{engine="1",model_name="tiny",source="local_compute"}}': 100.0,
+        f'{by_source}{{engine="0",model_name="tiny",source="local_cache_hit"}}': 1536.0,
+        'vllm:prompt_tokens_total{engine="0",model_name="tiny"}': 1936.0,
+    }
+    assert VLLM.prompt_sources(deltas) == {"local_compute": 400.0, "local_cache_hit": 1536.0}
+    assert VLLM.prompt_sources({}) is None
 
 
 def test_a_run_whose_metrics_show_a_mooncake_master_names_the_store() -> None:

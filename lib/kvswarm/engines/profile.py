@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from kvswarm.metrics_sources.snapshot import split_key
 from kvswarm.tokens import TokenizeShape
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ __all__ = [
     "EngineProfile",
     "MetricNames",
     "RequestTimings",
+    "header_count",
+    "header_seconds",
     "metric_total",
 ]
 
@@ -46,6 +49,9 @@ class MetricNames:
     external_prefix_cache_hits: str | None = None
     cached_tokens: str | None = None
     prompt_tokens: str | None = None
+    # Prompt tokens by where their KV came from, in a `source` label (vLLM:
+    # local_compute, local_cache_hit, external_kv_transfer).
+    prompt_tokens_by_source: str | None = None
     generation_tokens: str | None = None
     ttft_seconds: str | None = None
     prefill_seconds: str | None = None
@@ -66,6 +72,7 @@ class RequestTimings:
     queue_s: float | None = None
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
+    created_cache_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,22 @@ def metric_total(values: Mapping[str, float], name: str) -> float | None:
         if key.partition("{")[0] == name:
             total = (total or 0.0) + value
     return total
+
+
+def header_seconds(text: str | None) -> float | None:
+    """A header value in milliseconds as seconds; None when absent or not a number."""
+    try:
+        return float(text) / 1000.0 if text is not None else None
+    except ValueError:
+        return None
+
+
+def header_count(text: str | None) -> int | None:
+    """A header value that counts something (tokens); None when absent or not an integer."""
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _short(name: str) -> str:
@@ -163,6 +186,19 @@ class EngineProfile:
                 deltas, names.external_prefix_cache_hits, names.external_prefix_cache_queries
             )
         return None
+
+    def prompt_sources(self, deltas: Mapping[str, float]) -> dict[str, float] | None:
+        """Prompt tokens over a window by where their KV came from (the `source` label of
+        `prompt_tokens_by_source`, summed over other labels); None if not reported."""
+        name = self.metrics.prompt_tokens_by_source
+        if not name:
+            return None
+        sources: dict[str, float] = {}
+        for key, value in deltas.items():
+            sample, labels = split_key(key)
+            if sample == name and "source" in labels:
+                sources[labels["source"]] = sources.get(labels["source"], 0.0) + value
+        return sources or None
 
     def kv_store(self, end: Mapping[str, Snapshot]) -> str | None:
         """Which KV store served the run, from the end-of-window snapshots; None: unknown."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
-from kvswarm.engines.profile import RequestTimings
+from kvswarm.engines.profile import RequestTimings, header_count, header_seconds
 from kvswarm.engines.registry import register_engine
 from kvswarm.engines.vllm import VLLM, VllmProfile
 
@@ -30,12 +30,12 @@ class SimProfile(VllmProfile):
     def request_timings(self, result: StreamResult) -> RequestTimings:
         headers = result.headers
         return RequestTimings(
-            prefill_s=_seconds(headers.get("x-sim-prefill-ms")),
-            transfer_s=_seconds(headers.get("x-sim-transfer-ms")),
-            decode_s=_seconds(headers.get("x-sim-decode-ms")),
-            queue_s=_seconds(headers.get("x-sim-queue-ms")),
-            prompt_tokens=_count(headers.get("x-sim-prompt-tokens")),
-            cached_tokens=_count(headers.get("x-sim-cached-tokens")),
+            prefill_s=header_seconds(headers.get("x-sim-prefill-ms")),
+            transfer_s=header_seconds(headers.get("x-sim-transfer-ms")),
+            decode_s=header_seconds(headers.get("x-sim-decode-ms")),
+            queue_s=header_seconds(headers.get("x-sim-queue-ms")),
+            prompt_tokens=header_count(headers.get("x-sim-prompt-tokens")),
+            cached_tokens=header_count(headers.get("x-sim-cached-tokens")),
         )
 
     def kv_store(self, end: Mapping[str, Snapshot]) -> str | None:
@@ -45,20 +45,6 @@ class SimProfile(VllmProfile):
                 store = labels.get("kv_store")
                 if store is not None:
                     return "mooncake" if store == "mooncake" else "in-process"
-        return None
-
-
-def _seconds(text: str | None) -> float | None:
-    try:
-        return float(text) / 1000.0 if text is not None else None
-    except ValueError:
-        return None
-
-
-def _count(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
         return None
 
 

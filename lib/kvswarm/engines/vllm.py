@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kvswarm.engines import probe
-from kvswarm.engines.profile import CacheReset, EngineProfile, MetricNames, RequestTimings
+from kvswarm.engines.profile import (
+    CacheReset,
+    EngineProfile,
+    MetricNames,
+    RequestTimings,
+    header_count,
+    header_seconds,
+)
 from kvswarm.engines.registry import register_engine
 from kvswarm.errors import KvswarmError
 from kvswarm.metrics_sources.snapshot import Snapshot, split_key
@@ -62,6 +69,7 @@ VLLM_METRICS = MetricNames(
     # request: the sum of usage.prompt_tokens_details.cached_tokens.
     cached_tokens="vllm:prompt_tokens_cached_total",
     prompt_tokens="vllm:prompt_tokens_total",
+    prompt_tokens_by_source="vllm:prompt_tokens_by_source_total",
     generation_tokens="vllm:generation_tokens_total",
     ttft_seconds="vllm:time_to_first_token_seconds",
     prefill_seconds="vllm:request_prefill_time_seconds",
@@ -130,17 +138,20 @@ class VllmProfile(EngineProfile):
 
         Behind the proxy the request's cached tokens are the prefiller's prefix-cache hit
         (`X-Kvswarm-Prefill-Cached-Tokens`): the decoder's usage counts the KV it loaded
-        from the store as cached too, so every PD request would look like a hit."""
+        from the store as cached too, so every PD request would look like a hit. Created
+        cache tokens likewise are the prefiller's, the side that computes the prompt."""
         headers = result.headers
         prefill = headers.get("x-kvswarm-prefill-ms")
         if prefill is None:
             return RequestTimings()
-        cached = headers.get("x-kvswarm-prefill-cached-tokens")
         return RequestTimings(
-            prefill_s=_ms_to_s(prefill),
-            transfer_s=_ms_to_s(headers.get("x-kvswarm-transfer-ms")),
-            decode_s=_ms_to_s(headers.get("x-kvswarm-decode-ms")),
-            cached_tokens=int(cached) if cached is not None and cached.isdigit() else None,
+            prefill_s=header_seconds(prefill),
+            transfer_s=header_seconds(headers.get("x-kvswarm-transfer-ms")),
+            decode_s=header_seconds(headers.get("x-kvswarm-decode-ms")),
+            cached_tokens=header_count(headers.get("x-kvswarm-prefill-cached-tokens")),
+            created_cache_tokens=header_count(
+                headers.get("x-kvswarm-prefill-created-cache-tokens")
+            ),
         )
 
     def kv_store(self, end: Mapping[str, Snapshot]) -> str | None:
@@ -233,13 +244,6 @@ VLLM = register_engine(
         "and the prompt's last token is always computed",
     )
 )
-
-
-def _ms_to_s(text: str | None) -> float | None:
-    try:
-        return float(text) / 1000.0 if text is not None else None
-    except ValueError:
-        return None
 
 
 def _served_model(entry: Mapping[str, object]) -> ServedModel:

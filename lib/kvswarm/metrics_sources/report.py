@@ -46,6 +46,10 @@ class ServerReport:
     URL once). `external_cached_share`: tokens loaded through a KV connector (vLLM +
     LMCache) over those queried, summed over every source. `kv_store`: which KV store
     served the run, when the engine says ("mooncake" or "in-process" for the simulator).
+    `prompt_tokens_by_source`: per metrics source that reports it, the window's prompt
+    tokens by where their KV came from (vLLM: `local_compute`, `local_cache_hit`,
+    `external_kv_transfer`); a PD prefiller's and decoder's are kept apart, since they
+    count the same prompts twice.
     """
 
     engine: str
@@ -55,6 +59,7 @@ class ServerReport:
     cached_share_sources: tuple[str, ...] = ()
     external_cached_share: float | None = None
     kv_store: str | None = None
+    prompt_tokens_by_source: dict[str, dict[str, float]] = field(default_factory=dict)
     sources: dict[str, SourceReport] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -67,6 +72,7 @@ class ServerReport:
             "cached_share_sources": list(self.cached_share_sources),
             "external_cached_share": self.external_cached_share,
             "kv_store": self.kv_store,
+            "prompt_tokens_by_source": self.prompt_tokens_by_source,
             "sources": {name: source.to_dict() for name, source in self.sources.items()},
             "warnings": list(self.warnings),
         }
@@ -81,6 +87,10 @@ class ServerReport:
             cached_share_sources=tuple(data.get("cached_share_sources", ())),
             external_cached_share=data.get("external_cached_share"),
             kv_store=data.get("kv_store"),
+            prompt_tokens_by_source={
+                name: _floats(by_source) or {}
+                for name, by_source in (data.get("prompt_tokens_by_source") or {}).items()
+            },
             sources={
                 name: SourceReport.from_dict(source)
                 for name, source in data.get("sources", {}).items()

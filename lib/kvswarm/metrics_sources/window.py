@@ -105,9 +105,17 @@ class ServerWindow:
             cached_share_sources=cache_names if cached else (),
             external_cached_share=external.value if external else None,
             kv_store=self.profile.kv_store(answered),
+            prompt_tokens_by_source=self._prompt_sources(reports),
             sources=reports,
             warnings=tuple(self._warnings),
         )
+
+    def _prompt_sources(self, reports: Mapping[str, SourceReport]) -> dict[str, dict[str, float]]:
+        by_name = {
+            name: self.profile.prompt_sources(report.deltas or {})
+            for name, report in reports.items()
+        }
+        return {name: sources for name, sources in by_name.items() if sources}
 
 
 def _cache_semantics(profile: EngineProfile, end: Mapping[str, Snapshot]) -> str:

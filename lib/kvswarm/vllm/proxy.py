@@ -32,6 +32,9 @@ them into `server_*_ms` of requests.csv), all in milliseconds on the proxy's clo
 - `X-Kvswarm-Prefill-Cached-Tokens`: the prefiller's `cached_tokens`, i.e. its own
   prefix-cache hit. The response's `usage` is the decoder's, whose `cached_tokens`
   also counts the tokens it loaded from the store (nearly the whole prompt).
+- `X-Kvswarm-Prefill-Created-Cache-Tokens`: the prefiller's `created_cache_tokens`, the
+  prompt tokens it computed and wrote to its prefix cache (and, through its connector,
+  to the store).
 
 Run it as `python -m kvswarm.vllm.proxy --prefiller URL --decoder URL --port 0
 --print-json`: it prints `{"url": ...}` once listening and serves until SIGTERM/SIGINT.
@@ -59,6 +62,7 @@ from kvswarm.sim.protocol import error_body
 __all__ = [
     "DECODE_HEADER",
     "PREFILL_CACHED_HEADER",
+    "PREFILL_CREATED_HEADER",
     "PREFILL_HEADER",
     "TRANSFER_HEADER",
     "PdProxy",
@@ -72,6 +76,7 @@ PREFILL_HEADER = "X-Kvswarm-Prefill-Ms"
 TRANSFER_HEADER = "X-Kvswarm-Transfer-Ms"
 DECODE_HEADER = "X-Kvswarm-Decode-Ms"
 PREFILL_CACHED_HEADER = "X-Kvswarm-Prefill-Cached-Tokens"
+PREFILL_CREATED_HEADER = "X-Kvswarm-Prefill-Created-Cache-Tokens"
 COMPLETION_PATHS = ("/v1/completions", "/v1/chat/completions")
 # Response headers not relayed: the proxy frames its own responses.
 _HOP_HEADERS = frozenset(
@@ -219,13 +224,20 @@ def info_gauges(page: bytes) -> bytes:
 
 
 def _prefill_cache(body: bytes) -> list[tuple[str, str]]:
-    """`X-Kvswarm-Prefill-Cached-Tokens`: what the prefiller found in its own prefix cache."""
+    """`X-Kvswarm-Prefill-Cached-Tokens` and `-Created-Cache-Tokens`: what the prefiller
+    found in its own prefix cache and what it computed and wrote there."""
     try:
         usage = json.loads(body).get("usage") or {}
-        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        details = usage.get("prompt_tokens_details") or {}
     except (ValueError, AttributeError):
         return []
-    return [(PREFILL_CACHED_HEADER, str(int(cached)))] if isinstance(cached, int) else []
+    headers = []
+    for header, key in ((PREFILL_CACHED_HEADER, "cached_tokens"),
+                        (PREFILL_CREATED_HEADER, "created_cache_tokens")):  # fmt: skip
+        value = details.get(key) if isinstance(details, dict) else None
+        if isinstance(value, int):
+            headers.append((header, str(value)))
+    return headers
 
 
 def _relayed(headers: dict[str, str]) -> list[tuple[str, str]]:

@@ -163,7 +163,8 @@ def test_the_decoders_answer_is_the_prefillers_own(stack: VllmPdStack) -> None:
 
 def kvswarm_config(stack: VllmPdStack) -> dict[str, Any]:
     return {
-        "target": {"model": "tiny", "engine": "vllm", "endpoint": "completions",
+        # Chat: vLLM 0.32 reports `created_cache_tokens` on chat completions only.
+        "target": {"model": "tiny", "engine": "vllm", "endpoint": "chat",
                    "max_model_len": 4096},
         "generation": {"max_tokens": 8},
         "timeouts": {"ttft_s": 60, "idle_s": 30},
@@ -226,3 +227,18 @@ def test_a_kvswarm_pd_run_reports_the_external_cached_share(pd_run) -> None:
     external = sum(v for k, v in decoder.items() if k.startswith(EXTERNAL_HITS))
     assert external > 0
     assert external <= sum(int(row["cached_tokens"] or 0) for row in rows)
+
+
+def test_a_kvswarm_pd_run_keeps_the_prefillers_and_decoders_prompt_sources_apart(
+    pd_run,
+) -> None:
+    """The decoder's prompts come (all but their last block) from the store; the
+    prefiller's are computed or found in its own cache: each as its own figure, and
+    every request says what the prefiller wrote to the cache."""
+    rows, meta = pd_run
+    by_source = meta["server"]["prompt_tokens_by_source"]
+    assert by_source["decoder"][TRANSFER_SOURCE] > 0
+    assert by_source["prefiller"].get(TRANSFER_SOURCE, 0) == 0
+    assert by_source["prefiller"]["local_compute"] > 0
+    assert all(row["created_cache_tokens"] != "" for row in rows)
+    assert sum(int(row["created_cache_tokens"]) for row in rows) > 0

@@ -89,6 +89,15 @@ def test_cached_tokens_over_requests_equal_the_servers_counters(runs) -> None:
         assert deltas.get(HITS, 0) == cached_tokens(rows), name
 
 
+def test_run_json_gives_prompt_tokens_by_where_their_kv_came_from(runs) -> None:
+    """vLLM's per-source counters over the window: the cache hits are the requests'
+    cached tokens, and the sources add up to their prompt tokens."""
+    for name, (rows, meta) in runs.items():
+        by_source = meta["server"]["prompt_tokens_by_source"]["target"]
+        assert by_source.get("local_cache_hit", 0) == cached_tokens(rows), name
+        assert sum(by_source.values()) == sum(int(r["prompt_tokens"]) for r in rows), name
+
+
 def test_the_report_gives_the_servers_cached_share_and_block_size(runs) -> None:
     rows, meta = runs["long_context_high_reuse"]
     server = meta["server"]

@@ -154,3 +154,26 @@ def test_vllm_sends_no_per_request_timings(vllm_server: VllmServer) -> None:
     assert result.completion_tokens == 8 and result.prompt_tokens
     assert result.server_timings is None
     assert VLLM.request_timings(result) == RequestTimings()
+
+
+def test_a_chat_stream_says_what_it_found_in_and_wrote_to_the_prefix_cache(
+    vllm_server: VllmServer,
+) -> None:
+    """`usage.prompt_tokens_details` of a chat stream (vLLM 0.32 reports
+    `created_cache_tokens` on chat completions only): the first request of a document
+    finds nothing and writes its whole blocks; the same document again finds them."""
+    messages = [{"role": "user", "content": document(vllm_server, 700)}]
+    request = CompletionRequest(
+        endpoint="chat", model="tiny", max_tokens=4, messages=messages,
+        extra={"temperature": 0, "ignore_eos": True},
+    )  # fmt: skip
+    client = StreamingClient(vllm_server.base_url)
+    try:
+        first, second = client.complete(request), client.complete(request)
+    finally:
+        client.close()
+    assert first.ok and second.ok, (first.error, second.error)
+    assert first.cached_tokens == 0
+    assert first.created_cache_tokens == first.prompt_tokens // BLOCK * BLOCK
+    assert second.cached_tokens == first.created_cache_tokens
+    assert second.created_cache_tokens == 0
