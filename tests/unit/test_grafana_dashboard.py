@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -122,3 +124,17 @@ def test_provisioning_loads_the_dashboard_from_prometheus() -> None:
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     variables = {v["name"]: v for v in build_dashboard()["templating"]["list"]}
     assert variables["datasource"]["query"] == datasource["type"]
+
+
+def test_kvswarm_at_run_time_does_not_import_the_grafana_sdk() -> None:
+    """The SDK is a developer's tool (requirements-dev.txt): the CLI, the sinks the Locust
+    plugin attaches (the exporter) and the PNG renderer load without it."""
+    code = (
+        "import sys\n"
+        "sys.modules['grafana_foundation_sdk'] = None\n"
+        "import kvswarm.cli, kvswarm.sinks, kvswarm.sinks.dashboard_png\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]

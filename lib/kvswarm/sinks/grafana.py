@@ -1,6 +1,12 @@
-"""kvswarm's Grafana dashboard, generated from code.
+"""kvswarm's Grafana dashboard, generated from code with the Grafana Foundation SDK.
 
-The metric names in its queries come from the exporter (`EXPORTED_METRICS`), the vLLM
+The panels are declared here as data (`Row`, `Graph`, `Query`) and built with the SDK's
+builders (`grafana-foundation-sdk`, its types for Grafana 11.1, the image
+docker-compose.yml runs; pinned in requirements-dev.txt, a developer's tool: nothing at run
+time imports this module). The SDK places the panels on Grafana's 24-column grid itself,
+two to a line under each row.
+
+The metric names in the queries come from the exporter (`EXPORTED_METRICS`), the vLLM
 engine profile (`VLLM_METRICS`) and the Mooncake master's names
 (`MOONCAKE_MASTER_METRICS`), so a renamed metric changes the dashboard with it. The JSON
 is committed as configs/grafana/dashboards/kvswarm.json (Grafana provisions it from
@@ -18,31 +24,77 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from grafana_foundation_sdk.builders import common as common_builder
+from grafana_foundation_sdk.builders import dashboard as dashboard_builder
+from grafana_foundation_sdk.builders import prometheus, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
 
 from kvswarm.engines.mooncake import MOONCAKE_MASTER_METRICS
 from kvswarm.engines.vllm import VLLM_METRICS
 
-__all__ = ["DASHBOARD_UID", "build_dashboard", "dashboard_json", "queries"]
+__all__ = [
+    "DASHBOARD_UID",
+    "Graph",
+    "Query",
+    "Row",
+    "build_dashboard",
+    "dashboard_json",
+    "queries",
+]
 
 DASHBOARD_UID = "kvswarm"
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+TITLE = "kvswarm: load, latency and KV cache"
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 LOAD = 'scenario=~"$scenario",mode=~"$mode"'
 RATE = "1m"
 QUANTILES = (0.5, 0.9, 0.99)
-WIDTH = 24
+PANEL_HEIGHT = 8
+PANEL_WIDTH = 12  # of Grafana's 24 columns: two panels to a line
 
 
-def _percentiles(metric: str) -> list[dict[str, str]]:
-    return [
-        {
-            "expr": f"histogram_quantile({q}, sum by (le, scenario, mode) "
+@dataclass(frozen=True)
+class Query:
+    """One PromQL expression of a panel and its legend (Grafana's `{{label}}` format)."""
+
+    expr: str
+    legend: str
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A time-series panel: its title, its Grafana unit and its queries."""
+
+    title: str
+    unit: str
+    queries: tuple[Query, ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row header; the graphs after it, up to the next row, are under it."""
+
+    title: str
+
+
+def _percentiles(metric: str) -> tuple[Query, ...]:
+    return tuple(
+        Query(
+            f"histogram_quantile({q}, sum by (le, scenario, mode) "
             f"(rate({metric}_bucket{{{LOAD}}}[{RATE}])))",
-            "legendFormat": f"p{round(q * 100)} {{{{scenario}}}} {{{{mode}}}}",
-        }
+            f"p{round(q * 100)} {{{{scenario}}}} {{{{mode}}}}",
+        )
         for q in QUANTILES
-    ]
+    )
+
+
+def _load_rate(counter: str, by: str = "scenario, mode") -> str:
+    return f"sum by ({by}) (rate({counter}{{{LOAD}}}[{RATE}]))"
 
 
 def _server_rate(counter: str) -> str:
@@ -63,166 +115,166 @@ def _ratio(top: str, bottom: str) -> str:
     return f"{top} / {bottom}"
 
 
-def _panels() -> list[tuple[str, str, list[dict[str, str]]]]:
-    """(title, unit, targets) of every panel, in order; rows are titles with no targets."""
+def panels() -> list[Row | Graph]:
+    """Every row and graph of the dashboard, in order."""
     vllm, store = VLLM_METRICS, MOONCAKE_MASTER_METRICS
-    load_rate = f"sum by (scenario, mode) (rate({{name}}{{{{{LOAD}}}}}[{RATE}]))"
     return [
-        ("Latency (kvswarm, per scenario and mode)", "", []),
-        ("TTFT", "s", _percentiles("kvswarm_ttft_seconds")),
-        ("TPOT", "s", _percentiles("kvswarm_tpot_seconds")),
-        ("ITL (mean gap per request)", "s", _percentiles("kvswarm_itl_seconds")),
-        ("E2E", "s", _percentiles("kvswarm_e2e_seconds")),
-        ("Throughput and failures", "", []),
-        ("Requests/s by status", "reqps", [{
-            "expr": f"sum by (scenario, mode, status) "
-                    f"(rate(kvswarm_requests_total{{{LOAD}}}[{RATE}]))",
-            "legendFormat": "{{status}} {{scenario}} {{mode}}",
-        }]),
-        ("Tokens/s", "short", [
-            {"expr": load_rate.format(name="kvswarm_output_tokens_total"),
-             "legendFormat": "output {{scenario}} {{mode}}"},
-            {"expr": load_rate.format(name="kvswarm_prompt_tokens_total"),
-             "legendFormat": "prompt {{scenario}} {{mode}}"},
-        ]),
-        ("Failures/s by category", "reqps", [{
-            "expr": f"sum by (category, scenario, mode) "
-                    f"(rate(kvswarm_failures_total{{{LOAD}}}[{RATE}]))",
-            "legendFormat": "{{category}} {{scenario}} {{mode}}",
-        }]),
-        ("Users and workers", "short", [
-            {"expr": f"sum by (scenario, mode) (kvswarm_users{{{LOAD}}})",
-             "legendFormat": "users {{scenario}} {{mode}}"},
-            {"expr": "max by (mode) (kvswarm_workers)", "legendFormat": "workers {{mode}}"},
-            {"expr": "sum by (mode) (kvswarm_in_flight_requests)",
-             "legendFormat": "in flight {{mode}}"},
-        ]),
-        ("Load generator CPU (1.0 = one core)", "percentunit", [{
-            "expr": "kvswarm_load_generator_cpu_ratio", "legendFormat": "{{process}}",
-        }]),
-        ("Cache hits", "", []),
-        ("Hit rates", "percentunit", [
-            {"expr": _ratio(load_rate.format(name="kvswarm_designed_hits_total"),
-                            load_rate.format(name="kvswarm_requests_total")),
-             "legendFormat": "designed {{scenario}} {{mode}}"},
-            {"expr": _ratio(load_rate.format(name="kvswarm_cached_tokens_total"),
-                            load_rate.format(name="kvswarm_prompt_tokens_total")),
-             "legendFormat": "cached tokens (usage) {{scenario}} {{mode}}"},
-            {"expr": _ratio(_server_rate(vllm.prefix_cache_hits),
-                            _server_rate(vllm.prefix_cache_queries)),
-             "legendFormat": "prefix cache {{source}}"},
-            {"expr": _ratio(_server_rate(vllm.external_prefix_cache_hits),
-                            _server_rate(vllm.external_prefix_cache_queries)),
-             "legendFormat": "external (KV connector) {{source}}"},
-        ]),
-        ("KV cache usage", "percentunit", [
-            {"expr": _server_gauge(vllm.kv_cache_usage), "legendFormat": "{{source}}"},
-        ]),
-        ("Requests running and waiting (server)", "short", [
-            {"expr": _server_gauge(vllm.requests_running), "legendFormat": "running {{source}}"},
-            {"expr": _server_gauge(vllm.requests_waiting), "legendFormat": "waiting {{source}}"},
-        ]),
-        ("Server-side p90: TTFT, queue, prefill, decode", "s", [
-            {"expr": _server_quantile(vllm.ttft_seconds), "legendFormat": "TTFT {{source}}"},
-            {"expr": _server_quantile(vllm.queue_seconds), "legendFormat": "queue {{source}}"},
-            {"expr": _server_quantile(vllm.prefill_seconds),
-             "legendFormat": "prefill {{source}}"},
-            {"expr": _server_quantile(vllm.decode_seconds), "legendFormat": "decode {{source}}"},
-        ]),
-        ("Mooncake master", "", []),
-        ("Mooncake key count", "short", [
-            {"expr": _server_gauge(store.key_count), "legendFormat": "keys {{source}}"},
-        ]),
-        ("Mooncake allocated bytes", "bytes", [
-            {"expr": _server_gauge(store.allocated_bytes), "legendFormat": "allocated {{source}}"},
-            {"expr": _server_gauge(store.capacity_bytes), "legendFormat": "capacity {{source}}"},
-        ]),
-        ("Mooncake put and get rates", "ops", [
-            {"expr": _server_rate(store.put_requests), "legendFormat": "put (PutStart) {{source}}"},
-            {"expr": _server_rate(store.get_requests),
-             "legendFormat": "get (GetReplicaList) {{source}}"},
-        ]),
+        Row("Latency (kvswarm, per scenario and mode)"),
+        Graph("TTFT", "s", _percentiles("kvswarm_ttft_seconds")),
+        Graph("TPOT", "s", _percentiles("kvswarm_tpot_seconds")),
+        Graph("ITL (mean gap per request)", "s", _percentiles("kvswarm_itl_seconds")),
+        Graph("E2E", "s", _percentiles("kvswarm_e2e_seconds")),
+        Row("Throughput and failures"),
+        Graph("Requests/s by status", "reqps", (
+            Query(_load_rate("kvswarm_requests_total", "scenario, mode, status"),
+                  "{{status}} {{scenario}} {{mode}}"),
+        )),
+        Graph("Tokens/s", "short", (
+            Query(_load_rate("kvswarm_output_tokens_total"), "output {{scenario}} {{mode}}"),
+            Query(_load_rate("kvswarm_prompt_tokens_total"), "prompt {{scenario}} {{mode}}"),
+        )),
+        Graph("Failures/s by category", "reqps", (
+            Query(_load_rate("kvswarm_failures_total", "category, scenario, mode"),
+                  "{{category}} {{scenario}} {{mode}}"),
+        )),
+        Graph("Users and workers", "short", (
+            Query(f"sum by (scenario, mode) (kvswarm_users{{{LOAD}}})",
+                  "users {{scenario}} {{mode}}"),
+            Query("max by (mode) (kvswarm_workers)", "workers {{mode}}"),
+            Query("sum by (mode) (kvswarm_in_flight_requests)", "in flight {{mode}}"),
+        )),
+        Graph("Load generator CPU (1.0 = one core)", "percentunit", (
+            Query("kvswarm_load_generator_cpu_ratio", "{{process}}"),
+        )),
+        Row("Cache hits"),
+        Graph("Hit rates", "percentunit", (
+            Query(_ratio(_load_rate("kvswarm_designed_hits_total"),
+                         _load_rate("kvswarm_requests_total")),
+                  "designed {{scenario}} {{mode}}"),
+            Query(_ratio(_load_rate("kvswarm_cached_tokens_total"),
+                         _load_rate("kvswarm_prompt_tokens_total")),
+                  "cached tokens (usage) {{scenario}} {{mode}}"),
+            Query(_ratio(_server_rate(vllm.prefix_cache_hits),
+                         _server_rate(vllm.prefix_cache_queries)),
+                  "prefix cache {{source}}"),
+            Query(_ratio(_server_rate(vllm.external_prefix_cache_hits),
+                         _server_rate(vllm.external_prefix_cache_queries)),
+                  "external (KV connector) {{source}}"),
+        )),
+        Graph("KV cache usage", "percentunit", (
+            Query(_server_gauge(vllm.kv_cache_usage), "{{source}}"),
+        )),
+        Graph("Requests running and waiting (server)", "short", (
+            Query(_server_gauge(vllm.requests_running), "running {{source}}"),
+            Query(_server_gauge(vllm.requests_waiting), "waiting {{source}}"),
+        )),
+        Graph("Server-side p90: TTFT, queue, prefill, decode", "s", (
+            Query(_server_quantile(vllm.ttft_seconds), "TTFT {{source}}"),
+            Query(_server_quantile(vllm.queue_seconds), "queue {{source}}"),
+            Query(_server_quantile(vllm.prefill_seconds), "prefill {{source}}"),
+            Query(_server_quantile(vllm.decode_seconds), "decode {{source}}"),
+        )),
+        Row("Mooncake master"),
+        Graph("Mooncake key count", "short", (
+            Query(_server_gauge(store.key_count), "keys {{source}}"),
+        )),
+        Graph("Mooncake allocated bytes", "bytes", (
+            Query(_server_gauge(store.allocated_bytes), "allocated {{source}}"),
+            Query(_server_gauge(store.capacity_bytes), "capacity {{source}}"),
+        )),
+        Graph("Mooncake put and get rates", "ops", (
+            Query(_server_rate(store.put_requests), "put (PutStart) {{source}}"),
+            Query(_server_rate(store.get_requests), "get (GetReplicaList) {{source}}"),
+        )),
     ]  # fmt: skip
 
 
-def _variable(name: str, label: str, query: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": DATASOURCE,
-        "query": {"query": query, "refId": name},
-        "definition": query,
-        "refresh": 2,
-        "includeAll": True,
-        "multi": True,
-        "allValue": ".*",
-        "current": {"text": "All", "value": "$__all"},
-        "sort": 1,
-    }
-
-
-def build_dashboard() -> dict[str, Any]:
-    """The dashboard as Grafana's JSON model."""
-    panels: list[dict[str, Any]] = []
-    x = y = 0
-    for index, (title, unit, targets) in enumerate(_panels(), start=1):
-        if not targets:
-            y += 8 if x else 0
-            x = 0
-            panels.append(
-                {"id": index, "type": "row", "title": title, "collapsed": False,
-                 "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y}, "panels": []}
-            )  # fmt: skip
-            y += 1
-            continue
-        panels.append(
-            {
-                "id": index,
-                "type": "timeseries",
-                "title": title,
-                "datasource": DATASOURCE,
-                "gridPos": {"h": 8, "w": WIDTH // 2, "x": x, "y": y},
-                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-                "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
-                "targets": [
-                    {"refId": chr(ord("A") + n), "datasource": DATASOURCE, **target}
-                    for n, target in enumerate(targets)
-                ],
-            }
+def _timeseries(graph: Graph, panel_id: int) -> timeseries.Panel:
+    legend = (
+        common_builder.VizLegendOptions()
+        .display_mode(common.LegendDisplayMode.LIST)
+        .placement(common.LegendPlacement.BOTTOM)
+        .show_legend(True)
+    )
+    panel = (
+        timeseries.Panel()
+        .id(panel_id)
+        .title(graph.title)
+        .unit(graph.unit)
+        .datasource(DATASOURCE)
+        .height(PANEL_HEIGHT)
+        .span(PANEL_WIDTH)
+        .legend(legend)
+    )
+    for ref_id, query in zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", graph.queries, strict=False):
+        panel.with_target(
+            prometheus.Dataquery()
+            .ref_id(ref_id)
+            .datasource(DATASOURCE)
+            .expr(query.expr)
+            .legend_format(query.legend)
         )
-        x, y = (WIDTH // 2, y) if x == 0 else (0, y + 8)
-    return {
-        "uid": DASHBOARD_UID,
-        "title": "kvswarm: load, latency and KV cache",
-        "tags": ["kvswarm", "vllm", "mooncake"],
-        "timezone": "browser",
-        "schemaVersion": 39,
-        "version": 1,
-        "editable": True,
-        "refresh": "5s",
-        "time": {"from": "now-30m", "to": "now"},
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "label": "Prometheus",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "current": {"text": "Prometheus", "value": "prometheus"},
-                },
-                _variable("scenario", "scenario", "label_values(kvswarm_requests_total, scenario)"),
-                _variable("mode", "mode", "label_values(kvswarm_requests_total, mode)"),
-            ]  # fmt: skip
-        },
-        "annotations": {"list": []},
-        "panels": panels,
-    }
+    return panel
+
+
+def _load_variable(label: str) -> dashboard_builder.QueryVariable:
+    """A multi-value variable over the values of one label of kvswarm's requests."""
+    query = f"label_values(kvswarm_requests_total, {label})"
+    return (
+        dashboard_builder.QueryVariable(label)
+        .label(label)
+        .datasource(DATASOURCE)
+        .query({"query": query, "refId": label})
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .include_all(True)
+        .multi(True)
+        .all_value(".*")
+        .current(model.VariableOption(text="All", value="$__all"))
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+    )
+
+
+def _datasource_variable() -> dashboard_builder.DatasourceVariable:
+    return (
+        dashboard_builder.DatasourceVariable("datasource")
+        .label("Prometheus")
+        .type("prometheus")
+        .current(model.VariableOption(text="Prometheus", value="prometheus"))
+    )
+
+
+def dashboard() -> model.Dashboard:
+    """The dashboard as the SDK's model."""
+    builder = (
+        dashboard_builder.Dashboard(TITLE)
+        .uid(DASHBOARD_UID)
+        .tags(["kvswarm", "vllm", "mooncake"])
+        .timezone("browser")
+        .editable()
+        .version(1)
+        .refresh("5s")
+        .time("now-30m", "now")
+        .annotations([])
+        .with_variable(_datasource_variable())
+        .with_variable(_load_variable("scenario"))
+        .with_variable(_load_variable("mode"))
+    )
+    for panel_id, panel in enumerate(panels(), start=1):
+        if isinstance(panel, Row):
+            builder.with_row(dashboard_builder.Row(panel.title).id(panel_id))
+        else:
+            builder.with_panel(_timeseries(panel, panel_id))
+    return builder.build()
 
 
 def dashboard_json() -> str:
     """The dashboard as the committed file holds it."""
-    return json.dumps(build_dashboard(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(dashboard(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def build_dashboard() -> dict[str, Any]:
+    """The dashboard as Grafana's JSON model."""
+    return json.loads(dashboard_json())
 
 
 def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
