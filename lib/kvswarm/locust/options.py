@@ -70,12 +70,27 @@ def add_arguments(parser: Any) -> None:
         default="",
         help="name of the run directory (default: UTC time and mode); an existing one is refused",
     )
+    # Neither key option is in the start form: Locust renders a form field's value into
+    # the web UI's page (is_secret only masks the input box), and a form that could name
+    # a file would let anyone reaching the UI send any file of the master to any host.
     parser.add_argument(
         "--kv-api-key",
         default="",
-        is_secret=True,
-        help="API key sent as a bearer token (default: config target.api_key, "
-        "$KVSWARM_API_KEY or $OPENAI_API_KEY); never written to results",
+        include_in_web_ui=False,
+        help="API key sent to the target as a bearer token (and to its /tokenize); "
+        "visible to other local users in the process list, so prefer --kv-api-key-file "
+        "or $KVSWARM_API_KEY; never written to results. First of: this, "
+        "--kv-api-key-file, config target.api_key, $KVSWARM_API_KEY, $OPENAI_API_KEY",
+    )
+    parser.add_argument(
+        "--kv-api-key-file",
+        default="",
+        env_var="KVSWARM_API_KEY_FILE",
+        include_in_web_ui=False,
+        metavar="PATH",
+        help="file holding the API key (one line; surrounding whitespace is ignored), "
+        "read when each test starts, by every process (a worker reads the same path on "
+        "its own host)",
     )
     parser.add_argument(
         "--kv-itl-events",
@@ -140,6 +155,7 @@ class KvOptions:
     endpoint: str = ""
     run_id: str = ""
     api_key: str = ""
+    api_key_file: str = ""
     itl_events: str = "mean"
     reset_cache: bool = False
     run_uid: str = ""
@@ -159,6 +175,7 @@ class KvOptions:
             endpoint=get("kv_endpoint") or "",
             run_id=get("kv_run_id") or "",
             api_key=get("kv_api_key") or "",
+            api_key_file=get("kv_api_key_file") or "",
             itl_events=get("kv_itl_events") or "mean",
             reset_cache=bool(get("kv_reset_cache")),
             run_uid=get(RUN_UID_OPTION) or "",
@@ -174,6 +191,7 @@ class KvOptions:
             "endpoint": self.endpoint or None,
             "run_id": self.run_id or None,
             "api_key": "<redacted>" if self.api_key else None,
+            "api_key_file": self.api_key_file or None,
             "itl_events": self.itl_events,
             "reset_cache": self.reset_cache,
         }
@@ -214,7 +232,7 @@ class RunSettings:
             config=config,
             mode=options.mode,
             endpoint=options.endpoint or config.target.endpoint,
-            api_key=options.api_key or config.target.api_key or api_key_from_environment(),
+            api_key=_api_key(options, config),
             results_dir=Path(options.results or config.results.dir),
             base_url=base_url,
         )
@@ -223,3 +241,44 @@ class RunSettings:
     def timeouts(self) -> Timeouts:
         t = self.config.timeouts
         return Timeouts(connect_s=t.connect_s, ttft_s=t.ttft_s, idle_s=t.idle_s)
+
+
+def _api_key(options: KvOptions, config: Config) -> str | None:
+    """The first key given: --kv-api-key, --kv-api-key-file, the config, the environment.
+
+    Checked wherever it came from: it becomes a header line, so a line break in it would
+    let it write other headers. Errors name where the key came from, never the key."""
+    if options.api_key:
+        return _checked_key(options.api_key, "--kv-api-key")
+    if options.api_key_file:
+        path = options.api_key_file
+        return _checked_key(_read_api_key_file(path), f"--kv-api-key-file: {path}")
+    if config.target.api_key:
+        where = (
+            f"{options.config_path}: target.api_key" if options.config_path else "target.api_key"
+        )
+        return _checked_key(config.target.api_key, where)
+    key = api_key_from_environment()
+    return _checked_key(key, "$KVSWARM_API_KEY or $OPENAI_API_KEY") if key else None
+
+
+def _read_api_key_file(path: str) -> str:
+    """The key a --kv-api-key-file holds; `ConfigError` naming the file when there is none."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--kv-api-key-file: {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--kv-api-key-file: {path}: not UTF-8 text") from None
+    key = text.strip()
+    if not key:
+        raise ConfigError(f"--kv-api-key-file: {path}: empty (expected the API key)")
+    return key
+
+
+def _checked_key(key: str, where: str) -> str:
+    if any(ch.isspace() or not ch.isprintable() for ch in key):
+        raise ConfigError(
+            f"{where}: the API key must be one word (no spaces, line breaks or control characters)"
+        )
+    return key
