@@ -12,6 +12,10 @@ it served, how many are in flight and how many connections it accepted. A prompt
 Run: python -m tests.support.streamserver --port 0 --log FILE  (prints `PORT <n>`);
 `--bind ADDRESS` listens on another address than 127.0.0.1; `--tokens N` streams N tokens
 whatever a request's max_tokens (benchmarks: every locustfile gets the same streams).
+`--api-key KEY` answers 401 to an API request without `Authorization: Bearer KEY` (as
+`vllm serve --api-key` does for /v1 and /tokenize); `--headers-log FILE` appends every
+request's method, path and headers, whatever the path (the secrets tests read what each
+endpoint received); `--metrics` serves a small Prometheus page at `GET /metrics`.
 """
 
 from __future__ import annotations
@@ -54,12 +58,31 @@ class _Request:
         self.complete = True
 
 
+_METRICS_PAGE = b"# TYPE streamserver_requests_total counter\nstreamserver_requests_total %d\n"
+# Paths that need no key even with --api-key (vLLM leaves these open too).
+_OPEN_PATHS = ("/health", "/stats", "/metrics")
+
+
 class StreamServer_:
-    def __init__(self, ttft_s: float, tpot_s: float, log_path: str | None, tokens: int = 0) -> None:
+    def __init__(
+        self,
+        ttft_s: float,
+        tpot_s: float,
+        log_path: str | None,
+        tokens: int = 0,
+        api_key: str = "",
+        headers_log_path: str | None = None,
+        metrics: bool = False,
+    ) -> None:
         self.ttft_s = ttft_s
         self.tpot_s = tpot_s
         self.tokens = tokens
+        self.api_key = api_key
+        self.metrics = metrics
         self.log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
+        self.headers_log = (
+            open(headers_log_path, "a", buffering=1) if headers_log_path else None  # noqa: SIM115
+        )
         self.served = 0
         self.in_flight = 0
         self.connections = 0
@@ -83,14 +106,24 @@ class StreamServer_:
                 return False
             parser.feed_data(data)
         received = time.monotonic()
-        body = orjson.loads(b"".join(request.body)) if request.body else {}
         path = request.url.decode()
+        if self.headers_log:
+            entry = {"method": parser.get_method().decode(), "path": path, **request.headers}
+            self.headers_log.write(json.dumps(entry) + "\n")
+        authorized = request.headers.get("authorization") == f"Bearer {self.api_key}"
+        if self.api_key and not authorized and not path.startswith(_OPEN_PATHS):
+            self._send_json(sock, {"error": "invalid api key"}, "401 Unauthorized")
+            return True
+        body = orjson.loads(b"".join(request.body)) if request.body else {}
         if path.endswith("/tokenize"):
             text = body.get("prompt", "")
             self._send_json(sock, {"count": len(text.split()), "max_model_len": 100000})
             return True
         if path == "/health":
             self._send_json(sock, {})
+            return True
+        if path == "/metrics" and self.metrics:
+            self._send(sock, _METRICS_PAGE % self.served, "text/plain; version=0.0.4")
             return True
         if path == "/stats":
             self._send_json(
@@ -133,9 +166,11 @@ class StreamServer_:
                 self.log.write(json.dumps(entry) + "\n")
 
     def _send_json(self, sock, obj, status: str = "200 OK") -> None:
-        payload = orjson.dumps(obj)
+        self._send(sock, orjson.dumps(obj), "application/json", status)
+
+    def _send(self, sock, payload: bytes, content_type: str, status: str = "200 OK") -> None:
         sock.sendall(
-            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n".encode()
             + payload
         )
@@ -234,8 +269,19 @@ def main() -> None:
     parser.add_argument(
         "--tokens", type=int, default=0, help="stream this many tokens whatever max_tokens says"
     )
+    parser.add_argument("--api-key", default="", help="answer 401 to API requests without it")
+    parser.add_argument("--headers-log", help="append every request's headers to this file")
+    parser.add_argument("--metrics", action="store_true", help="serve GET /metrics")
     args = parser.parse_args()
-    app = StreamServer_(args.ttft_ms / 1000.0, args.tpot_ms / 1000.0, args.log, args.tokens)
+    app = StreamServer_(
+        args.ttft_ms / 1000.0,
+        args.tpot_ms / 1000.0,
+        args.log,
+        args.tokens,
+        api_key=args.api_key,
+        headers_log_path=args.headers_log,
+        metrics=args.metrics,
+    )
     server = StreamServer((args.bind, args.port), app.handle, backlog=1024)
     server.start()
     print(f"PORT {server.server_port}", flush=True)
