@@ -38,6 +38,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -122,7 +123,9 @@ class KvswarmPlugin:
         self._timers: list[Any] = []
         self._user_ids = itertools.count(1)
         self.scenarios = scenario_users.ScenarioSetup(self)
-        self.outbox = WorkerOutbox(environment) if self.is_worker else None
+        # Requests sent and not yet finished, per scenario, by this process's users.
+        self.in_flight: Counter[str] = Counter()
+        self.outbox = WorkerOutbox(environment, self.in_flight) if self.is_worker else None
         self.collector: MasterCollector | None = None
         if self.is_master:
             self.collector = MasterCollector(environment, self._keep, lambda: self.run is not None)

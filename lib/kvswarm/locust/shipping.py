@@ -4,7 +4,10 @@ Workers keep finished records in a bounded outbox and ship it with every stats r
 (`report_to_master`, every few seconds), or at once as a `kvswarm_records` message when it
 fills. When a worker's test stops the plugin ships the rest with `final: true`
 (`ship_final`), with the worker's own load figures (`ProcessLoad`: its event-loop lag and
-CPU use). The master appends every batch to the run's one requests.csv.
+CPU use). The master appends every batch to the run's one requests.csv. Every stats report
+also carries the worker's live load (`LiveLoad`: its requests in flight and its CPU share
+since its previous report), which the master's exporter serves as gauges (Locust's own
+heartbeat CPU figure is read only every 10 s).
 
 Locust's headless `--run-time` ends a distributed run by firing the master's `test_stop`
 before the workers have stopped. So the master, in its `test_stop`, asks every worker
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +30,12 @@ from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from kvswarm.records import RequestRecord, record_from_dict, record_to_dict
 from kvswarm.runrecord import FleetSection, ProcessLoad, WorkerShipment
+from kvswarm.sinks.exporter import ProcessCpu
 
 RECORDS_MESSAGE = "kvswarm_records"
 STOP_MESSAGE = "kvswarm_stop"
 REPORT_KEY = "kvswarm_records"
+LOAD_KEY = "kvswarm_live_load"
 # Records a worker holds before it ships them without waiting for its next report.
 OUTBOX_LIMIT = 1000
 # How long the master waits for the workers' final batches when a test stops.
@@ -39,14 +44,34 @@ FINAL_BATCH_TIMEOUT_S = 30.0
 logger = logging.getLogger(__name__)
 
 
-class WorkerOutbox:
-    """A worker's finished records, waiting to be shipped to the master."""
+@dataclass(frozen=True)
+class LiveLoad:
+    """A worker's load as its latest stats report gives it: requests in flight per
+    scenario, and its CPU share since its previous report (1.0 = one core busy)."""
 
-    def __init__(self, environment: Environment) -> None:
+    in_flight: Mapping[str, int] = field(default_factory=dict)
+    cpu_share: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"in_flight": dict(self.in_flight), "cpu_share": self.cpu_share}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LiveLoad:
+        in_flight = {str(k): int(v) for k, v in (data.get("in_flight") or {}).items()}
+        return cls(in_flight=in_flight, cpu_share=float(data.get("cpu_share", 0.0)))
+
+
+class WorkerOutbox:
+    """A worker's finished records, waiting to be shipped to the master; `in_flight` is
+    the worker's requests in flight per scenario, shipped with every stats report."""
+
+    def __init__(self, environment: Environment, in_flight: Mapping[str, int]) -> None:
         self.environment = environment
+        self.in_flight = in_flight
         self.records: list[dict[str, Any]] = []
         runner = environment.runner
         assert isinstance(runner, WorkerRunner)
+        self._cpu = ProcessCpu(runner.client_id)
         runner.register_message(STOP_MESSAGE, self._on_stop_request)
         environment.events.report_to_master.add_listener(self._on_report)
 
@@ -68,6 +93,8 @@ class WorkerOutbox:
     def _on_report(self, client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
         if self.records:
             data[REPORT_KEY] = self._take()
+        (cpu_share,) = self._cpu().values()
+        data[LOAD_KEY] = LiveLoad(dict(self.in_flight), cpu_share).to_dict()
 
     def ship_final(self, load: ProcessLoad | None = None) -> None:
         """Ship everything left, marked as this worker's last batch of the test, with this
@@ -98,6 +125,8 @@ class MasterCollector:
     # Per worker: its load figures, from its final batch.
     loads: dict[str, ProcessLoad] = field(default_factory=dict)
     late_records: int = 0
+    # Per worker: its live load, from its latest stats report.
+    live: dict[str, LiveLoad] = field(default_factory=dict)
 
     def install(self) -> None:
         runner = self.environment.runner
@@ -133,9 +162,17 @@ class MasterCollector:
         self._accept(msg.node_id, data.get("records", []), bool(data.get("final")))
 
     def _on_worker_report(self, client_id: str, data: dict[str, Any], **_kwargs: Any) -> None:
+        if LOAD_KEY in data:
+            self.live[client_id] = LiveLoad.from_dict(data[LOAD_KEY])
         records = data.get(REPORT_KEY)
         if records:
             self._accept(client_id, records, False)
+
+    def live_loads(self) -> dict[str, LiveLoad]:
+        """Each connected worker's live load, from its latest stats report."""
+        runner = self.environment.runner
+        connected = {node.id for node in runner.clients.all if node.state != STATE_MISSING}
+        return {worker: load for worker, load in sorted(self.live.items()) if worker in connected}
 
     def _live_workers_without_final(self) -> set[str]:
         runner = self.environment.runner

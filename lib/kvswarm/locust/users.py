@@ -83,6 +83,7 @@ class LLMUser(User):
             "expected_hit": expected_hit,
         }
         started = time.time()
+        kv.in_flight[self.scenario] += 1
         try:
             result = self.llm.complete(request)
         except GreenletExit:
@@ -98,6 +99,8 @@ class LLMUser(User):
                 )
             )
             raise
+        finally:
+            kv.in_flight[self.scenario] -= 1
         engine = kv.engine
         kv.recorder.report(build_record(result, engine.request_timings(result), **identity))
         if engine.is_context_error(result.status_code, result.error):

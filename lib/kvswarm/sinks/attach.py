@@ -64,24 +64,52 @@ def attach_exporter(
 
 
 def default_readings(plugin: KvswarmPlugin) -> LoadReadings:
-    """Users per scenario and workers as Locust's runner counts them; this process's CPU."""
+    """Users per scenario and workers as Locust's runner counts them; requests in flight
+    per scenario; the CPU use of this process and, on a master, of every connected worker.
+
+    On a master, users, requests in flight and CPU are the workers' (from their stats
+    reports): the master runs no users itself."""
     environment = plugin.environment
+    collector = plugin.collector
 
     def users() -> dict[str, float]:
         scenario_of = {
             cls.__name__: getattr(cls, "scenario", cls.__name__) for cls in environment.user_classes
         }
+        runner = environment.runner
+        # Workers report every class of their config (those this run does not use at 0).
+        running = (
+            runner.reported_user_classes_count
+            if collector is not None
+            else runner.user_classes_count
+        )
         counts: dict[str, float] = {}
-        for name, count in environment.runner.user_classes_count.items():
-            scenario = scenario_of.get(name, name)
-            counts[scenario] = counts.get(scenario, 0) + count
+        for name, count in running.items():
+            if name in scenario_of:
+                scenario = scenario_of[name]
+                counts[scenario] = counts.get(scenario, 0) + count
         return counts
 
     def workers() -> float:
         return float(getattr(environment.runner, "worker_count", 0)) if plugin.is_master else 0.0
 
-    role = "master" if plugin.is_master else "local"
-    return LoadReadings(users=users, workers=workers, cpu=ProcessCpu(role))
+    def in_flight() -> dict[str, float]:
+        if collector is None:
+            return {scenario: float(count) for scenario, count in plugin.in_flight.items()}
+        totals: dict[str, float] = {}
+        for load in collector.live_loads().values():
+            for scenario, count in load.in_flight.items():
+                totals[scenario] = totals.get(scenario, 0.0) + count
+        return totals
+
+    own = ProcessCpu("master" if plugin.is_master else "local")
+
+    def cpu() -> dict[str, float]:
+        if collector is None:
+            return own()
+        return {**own(), **{w: load.cpu_share for w, load in collector.live_loads().items()}}
+
+    return LoadReadings(users=users, workers=workers, in_flight=in_flight, cpu=cpu)
 
 
 class ExporterBinding:
