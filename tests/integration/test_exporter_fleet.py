@@ -18,13 +18,8 @@ server-metrics window has the stack's hit rate and the Mooncake put rate.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import subprocess
-import sys
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,13 +28,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from kvswarm.sim import SimOptions, spawn_stack
 from kvswarm.sim.faults import FaultConfig
 from kvswarm.sim.stack import StackProcess
 from tests.integration.test_sim_http import FAST
-from tests.support.processes import REPO, free_port, run_dirs
+from tests.support.liveruns import (
+    Samples,
+    kvswarm_locust,
+    read_rows,
+    scrape,
+    stop,
+    wait_for_run_to_close,
+)
+from tests.support.processes import REPO, free_port
 from tests.support.prometheus import (
     Prometheus,
     address,
@@ -79,8 +81,6 @@ LATENCIES = {
 }
 # Over the whole module: Prometheus keeps every sample of the run.
 EVER = "[10m]"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @dataclass(frozen=True)
@@ -207,55 +207,6 @@ def locust_run(
     finally:
         for process in processes:  # the master first: its workers quit with it
             stop(process)
-
-
-def kvswarm_locust(args: list[str], directory: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kvswarm.cli", "locust", *args],
-            cwd=directory,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_for_run_to_close(results: Path, logs: list[Path], timeout_s: float = 120) -> Path:
-    """The run's directory once its run.json says it is no longer running."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = run_dirs(results) if results.exists() else []
-        if runs and json.loads((runs[0] / "run.json").read_text())["status"] != "running":
-            return runs[0]
-        time.sleep(0.2)
-    tails = "\n".join(f"== {log.name}\n{log.read_text()[-2000:]}" for log in logs)
-    raise AssertionError(f"the run did not close in {timeout_s}s\n{tails}")
-
-
-def read_rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "requests.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def scrape(url: str) -> Samples:
-    """Every sample of the exporter's /metrics, parsed with prometheus-client's parser."""
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        text = reply.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 # ------------------------------------------------------------ what requests.csv says --
