@@ -10,6 +10,13 @@ buffer to fill.
 
 No Locust here: the client works the same under Locust, in a benchmark or a script.
 Under gevent (Locust monkey-patches `socket`) each blocking call yields to other users.
+
+What a correct client must take in its stride is not a failure: a UTF-8 character split
+across reads, a stream that ends without `data: [DONE]` after its final chunk, a
+`Retry-After` header (the request is not retried: the failure is the measurement). A line
+of SSE longer than `MAX_SSE_LINE_BYTES` is `bad_chunk`, so a server that never ends a
+line cannot exhaust memory; a response still arriving `timeouts.total_s` after the
+request start is `timeout_total`.
 """
 
 from __future__ import annotations
@@ -33,17 +40,21 @@ from kvswarm.errors import ConfigError
 from kvswarm.urls import api_url, check_url
 
 _RECV_SIZE = 65536
+# The longest SSE line taken (bytes without a line break); longer is `bad_chunk`.
+MAX_SSE_LINE_BYTES = 16 * 1024 * 1024
 # The most of an error response body kept in a record.
 _ERROR_BODY_LIMIT = 300
 
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds: connecting, waiting for the first generated text, and mid-stream silence."""
+    """Seconds: connecting, waiting for the first generated text, mid-stream silence,
+    and the whole request (start to end of the response)."""
 
     connect_s: float = 10.0
     ttft_s: float = 120.0
     idle_s: float = 60.0
+    total_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +264,7 @@ class StreamingClient:
         self._response = _Response()
         self._recv_t = 0.0
         self._deadline = 0.0
+        self._end_by = 0.0
         self._got_text = False
         self._result = StreamResult()
 
@@ -316,11 +328,13 @@ class StreamingClient:
             result.start_unix_s = time.time()
             result.start = time.perf_counter()
             self._deadline = result.start + self.timeouts.ttft_s
+            self._end_by = result.start + self.timeouts.total_s
             self._send(payload)
             self._read_headers(result)
             if result.status_code != 200:
                 self._fail_http(result)
             elif request.stream:
+                self._check_event_stream(result)
                 self._read_stream(result)
             else:
                 self._read_whole(result)
@@ -336,8 +350,10 @@ class StreamingClient:
 
     def _ensure_connected(self, result: StreamResult) -> None:
         if self._sock is not None:
-            self._reused = True
-            return
+            if _still_open(self._sock):
+                self._reused = True
+                return
+            self.close()  # the server closed it while idle: connect again
         self._reused = False
         target = self.target
         try:
@@ -370,6 +386,16 @@ class StreamingClient:
         """One recv; its bytes go to the HTTP parser. Stamps `_recv_t`."""
         sock = self._sock
         assert sock is not None and self._parser is not None
+        left = self._end_by - time.perf_counter()
+        if left < timeout:
+            # Only near the end of timeouts.total_s: the whole request's limit binds.
+            if left <= 0:
+                raise RequestFailed(
+                    "timeout_total",
+                    f"the response was not over {self.timeouts.total_s:g} s after the request "
+                    "start (timeout_total)",
+                )
+            timeout, timeout_category = left, "timeout_total"
         try:
             if timeout != self._timeout_set:
                 # Mid-stream the idle timeout is the same on every recv: set it once.
@@ -392,20 +418,13 @@ class StreamingClient:
         return data
 
     def _read_headers(self, result: StreamResult) -> None:
+        # No retry here, even on a reused connection: it was seen open just before the
+        # request went, so the server may well have read the request (and dropped it).
         response = self._response
-        received_any = False
         while not response.headers_done:
-            try:
-                data = self._recv(self._deadline - time.perf_counter(), "timeout_ttft")
-            except RequestFailed as failure:
-                if failure.category == "disconnect" and self._reused and not received_any:
-                    raise _StaleConnection() from None
-                raise
+            data = self._recv(self._deadline - time.perf_counter(), "timeout_ttft")
             if not data:
-                if self._reused and not received_any:
-                    raise _StaleConnection()
                 raise RequestFailed("disconnect", "connection closed before the response headers")
-            received_any = True
         assert self._parser is not None
         result.status_code = self._parser.get_status_code()
         result.headers = response.headers
@@ -438,7 +457,26 @@ class StreamingClient:
             body = b""
         result.e2e_s = time.perf_counter() - result.start
         message = _error_message(body) or f"HTTP {result.status_code}"
+        retry_after = result.headers.get("retry-after")
+        if retry_after is not None:
+            message += f" (Retry-After: {retry_after[:40]})"
         raise RequestFailed(f"http_{result.status_code}", message)
+
+    def _check_event_stream(self, result: StreamResult) -> None:
+        """A streamed 200 must be SSE: an HTML page (a gateway's or a portal's) is not."""
+        content_type = result.headers.get("content-type")
+        if content_type is None or content_type.lower().startswith("text/event-stream"):
+            return
+        self._deadline = time.perf_counter() + self.timeouts.idle_s
+        try:
+            body = self._read_body("timeout_idle")[:_ERROR_BODY_LIMIT]
+        except RequestFailed:
+            body = b""
+        result.e2e_s = time.perf_counter() - result.start
+        snippet = " ".join(body.decode("utf-8", "replace").split())[:120]
+        raise RequestFailed(
+            "bad_chunk", f"expected text/event-stream, got {content_type[:60]}: {snippet}"
+        )
 
     def _read_whole(self, result: StreamResult) -> None:
         body = self._read_body("timeout_ttft")
@@ -465,14 +503,36 @@ class StreamingClient:
             raise RequestFailed("empty", "the response carried no generated text")
 
     def _body_pieces(self) -> Iterator[bytes]:
-        """Body bytes as each recv delivers them; sseclient-py pulls from here."""
+        """Body bytes as each recv delivers them; sseclient-py pulls from here.
+
+        Pieces without a line break are held and given with the one that ends their line:
+        sseclient-py copies its buffer per piece, which would make a long line cost its
+        length squared; held bytes beyond MAX_SSE_LINE_BYTES are `bad_chunk`."""
         response = self._response
+        held: list[bytes] = []
+        held_bytes = 0
         while True:
             if response.body:
                 pieces = response.body
                 response.body = []
-                yield from pieces
+                for piece in pieces:
+                    if b"\n" in piece or b"\r" in piece:
+                        if held:
+                            held.append(piece)
+                            piece = b"".join(held)
+                            held, held_bytes = [], 0
+                        yield piece
+                        continue
+                    held.append(piece)
+                    held_bytes += len(piece)
+                    if held_bytes > MAX_SSE_LINE_BYTES:
+                        raise RequestFailed(
+                            "bad_chunk",
+                            f"an SSE line longer than {MAX_SSE_LINE_BYTES} bytes",
+                        )
             if response.complete:
+                if held:
+                    yield b"".join(held)
                 return
             if self._got_text:
                 timeout, category = self.timeouts.idle_s, "timeout_idle"
@@ -483,6 +543,8 @@ class StreamingClient:
                 if response.body:
                     continue
                 if self._ends_at_eof():
+                    if held:
+                        yield b"".join(held)
                     return
                 raise RequestFailed("disconnect", "connection closed mid-stream")
 
@@ -496,8 +558,13 @@ class StreamingClient:
             # message, and the connection is closed rather than reused.
             self._response.complete = False
         if result.e2e_s is None:
-            # The stream ended without [DONE]: it ended when its last byte arrived.
+            # The stream ended without [DONE]: complete if its final chunk (the one with a
+            # finish reason) had come, and then it ended when its last byte arrived.
             result.e2e_s = self._recv_t - result.start
+            if result.finish_reason is None:
+                raise RequestFailed(
+                    "disconnect", "the stream ended without its final chunk or data: [DONE]"
+                )
         if not self._got_text:
             raise RequestFailed("empty", "the stream carried no generated text")
 
@@ -578,6 +645,19 @@ class StreamingClient:
         if error is not None:
             message = error.get("message") if isinstance(error, dict) else str(error)
             raise RequestFailed("server_error", f"server error in stream: {message}")
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """Whether an idle keep-alive connection can take a request: nothing to read on it
+    (a server that closed it has sent EOF; unasked-for bytes make it unusable too)."""
+    try:
+        sock.settimeout(0.0)  # the request's own timeouts are set when it is sent
+        sock.recv(1)
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _message_text(message: Mapping[str, Any]) -> str:

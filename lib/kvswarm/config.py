@@ -102,11 +102,13 @@ class GenerationConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class TimeoutsConfig:
-    """Seconds before a request is failed as `connect`, `timeout_ttft` or `timeout_idle`."""
+    """Seconds before a request is failed as `connect`, `timeout_ttft`, `timeout_idle` or
+    (the whole request, start to end of the response) `timeout_total`."""
 
     connect_s: PositiveFloat = 10.0
     ttft_s: PositiveFloat = 120.0
     idle_s: PositiveFloat = 60.0
+    total_s: PositiveFloat = 600.0
 
 
 @dataclass(frozen=True, config=_STRICT)

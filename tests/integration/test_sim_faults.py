@@ -1,10 +1,18 @@
-"""Fault injection seen from a plain HTTP client, compared with the sim's own counters."""
+"""Fault injection seen from a plain HTTP client, compared with the sim's own counters,
+and from kvswarm's client: the failure category each fault lands in."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from pathlib import Path
 
-from kvswarm.sim import CostModel, FaultConfig, start_stack
+import pytest
+
+from kvswarm.client import CompletionRequest as ClientRequest
+from kvswarm.client import StreamingClient, StreamResult, Timeouts
+from kvswarm.sim import CostModel, FaultConfig, SimOptions, start_stack
+from kvswarm.sim.faults import read_fault_log
 from tests.integration.test_sim_http import (
     Streamed,
     fast_options,
@@ -92,3 +100,90 @@ def test_slow_start_slows_requests_right_after_start_and_counts_them() -> None:
         text = scrape(sim.metrics_urls["server"])
     assert float(headers["x-sim-prefill-ms"]) > 70  # about 4 x 20 ms
     assert metric_value(text, "kvswarm_sim_faults_injected_total", kind="slow_start") == 1
+
+
+# What kvswarm's client makes of each fault (timeouts below the sim's stall; "ok": a
+# correct client takes it in its stride). README's failure table says the same.
+EXPECTED_CATEGORY = {
+    "error": "http_500",
+    "rate_limited": "http_429",
+    "unavailable": "http_503",
+    "disconnect_before_head": "disconnect",
+    "not_sse": "bad_chunk",
+    "stall_first_token": "timeout_ttft",
+    "refuse_connections": "",  # this request is served; the next connections are refused
+    "disconnect": "disconnect",
+    "stall": "timeout_idle",
+    "malformed_chunk": "bad_chunk",
+    "error_in_stream": "server_error",
+    "huge_chunk": "",
+    "utf8_split": "",
+    "never_ending": "timeout_total",
+    "no_done": "",
+}
+CLIENT_TIMEOUTS = Timeouts(connect_s=5, ttft_s=0.5, idle_s=0.5, total_s=1.0)
+
+
+def _one_request(base_url: str, request_id: str) -> StreamResult:
+    client = StreamingClient(base_url, timeouts=CLIENT_TIMEOUTS)
+    try:
+        return client.complete(
+            ClientRequest(
+                endpoint="chat",
+                model=SimOptions().model,
+                max_tokens=6,
+                messages=[{"role": "user", "content": "hello there"}],
+                request_id=request_id,
+            )
+        )
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_CATEGORY))
+def test_each_fault_lands_in_its_category_and_is_logged_with_the_request_id(
+    kind: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "faults.jsonl"
+    faults = FaultConfig(
+        **{f"{kind}_rate": 1.0},
+        stall_s=1.0,
+        huge_chunk_bytes=3_000_000,
+        refuse_s=0.3,
+        log=str(log),
+    )
+    with start_stack(fast_options(faults=faults)) as sim:
+        result = _one_request(sim.base_url, "req-1")
+    assert result.failure == EXPECTED_CATEGORY[kind], result.error
+    (entry,) = [e for e in read_fault_log(log) if e["request_id"] is not None]
+    assert (entry["request_id"], entry["fault"]) == ("req-1", kind)
+
+
+def test_retry_after_comes_with_its_share_of_429s() -> None:
+    faults = FaultConfig(rate_limited_rate=1.0, retry_after_share=0.5, retry_after_s=7)
+    with start_stack(fast_options(faults=faults, seed=5)) as sim:
+        results = [_one_request(sim.base_url, f"r{i}") for i in range(40)]
+    assert {r.failure for r in results} == {"http_429"}
+    with_header = [r for r in results if "(Retry-After: 7)" in r.error]
+    assert 0 < len(with_header) < len(results)
+
+
+def test_connections_are_refused_for_a_while_after_a_refuse_connections_fault(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "faults.jsonl"
+    faults = FaultConfig(refuse_connections_rate=1.0, refuse_s=0.5, log=str(log))
+    with start_stack(fast_options(faults=faults)) as sim:
+        first = _one_request(sim.base_url, "first")
+        refused = _one_request(sim.base_url, "refused")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(read_fault_log(log)) < 2:
+            time.sleep(0.05)
+        again = _one_request(sim.base_url, "again")
+    assert first.ok and again.ok
+    assert refused.failure == "connect"
+    assert "refused" in refused.error.lower()
+    window = next(e for e in read_fault_log(log) if e["fault"] == "not_listening")
+    assert window["from_unix_s"] <= refused.start_unix_s <= window["until_unix_s"]
+    # The response that began the pause said Connection: close, so its client let go.
+    assert first.headers.get("connection") == "close"

@@ -321,7 +321,7 @@ def test_every_failure_category_is_exactly_one_of_the_documented_ones() -> None:
     assert seen <= documented
 
 
-def test_stale_keep_alive_connection_is_retried_once_on_a_new_one() -> None:
+def test_keep_alive_connection_the_server_closed_is_replaced_before_sending() -> None:
     first, second = FakeSocket([VLLM_CHAT]), FakeSocket([VLLM_CHAT])
     sockets = [first, second]
     client = StreamingClient(
@@ -329,10 +329,12 @@ def test_stale_keep_alive_connection_is_retried_once_on_a_new_one() -> None:
     )
     request = CompletionRequest(endpoint="chat", model="m", max_tokens=3)
     assert client.complete(request).ok
+    sent_first = first.sent
     # The kept-alive first socket is now at EOF, as if the server had closed it.
     again = client.complete(request)
     assert again.ok, again.error
     assert first.closed and not sockets
+    assert first.sent == sent_first  # the second request went on the new connection only
 
 
 def test_a_connection_closed_on_a_fresh_socket_is_not_retried() -> None:

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from kvswarm.errors import KvswarmError
-from kvswarm.sim.faults import FaultConfig, FaultInjector, fault_token_index
+from kvswarm.sim.faults import RANDOM_FAULTS, FaultConfig, FaultInjector, fault_token_index
 
 DRAWS = 20_000
 
@@ -21,7 +21,7 @@ def test_fault_rates_match_configuration_with_fixed_seed() -> None:
         error_in_stream_rate=0.01,
     )
     injector = FaultInjector(config, seed=1, started_s=0.0)
-    counts = Counter(injector.draw() for _ in range(DRAWS))
+    counts = Counter(_kind(injector.draw()) for _ in range(DRAWS))
     expected = {
         "error": 0.05,
         "disconnect": 0.10,
@@ -33,6 +33,30 @@ def test_fault_rates_match_configuration_with_fixed_seed() -> None:
         sd = (DRAWS * rate * (1 - rate)) ** 0.5
         assert abs(counts[kind] - DRAWS * rate) < 4 * sd, kind
     assert counts[None] + sum(counts[k] for k in expected) == DRAWS
+
+
+def _kind(draw) -> str | None:
+    return draw.kind if draw is not None else None
+
+
+def test_every_kind_is_drawn_at_its_rate() -> None:
+    rate = 1 / (len(RANDOM_FAULTS) + 1)
+    config = FaultConfig(**{f"{kind}_rate": rate for kind in RANDOM_FAULTS})
+    injector = FaultInjector(config, seed=2, started_s=0.0)
+    counts = Counter(_kind(injector.draw()) for _ in range(DRAWS))
+    sd = (DRAWS * rate * (1 - rate)) ** 0.5
+    for kind in (*RANDOM_FAULTS, None):
+        assert abs(counts[kind] - DRAWS * rate) < 4 * sd, kind
+
+
+def test_retry_after_goes_with_its_share_of_429_and_503_only() -> None:
+    config = FaultConfig(rate_limited_rate=0.3, unavailable_rate=0.3, retry_after_share=0.25)
+    injector = FaultInjector(config, seed=4, started_s=0.0)
+    draws = [d for d in (injector.draw() for _ in range(DRAWS)) if d]
+    with_header = sum(d.retry_after for d in draws)
+    assert abs(with_header - len(draws) * 0.25) < 4 * (len(draws) * 0.25 * 0.75) ** 0.5
+    only_errors = FaultInjector(FaultConfig(error_rate=1.0, retry_after_share=1.0), 4, 0.0)
+    assert not any(only_errors.draw().retry_after for _ in range(100))
 
 
 def test_same_seed_draws_the_same_faults() -> None:

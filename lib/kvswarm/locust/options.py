@@ -240,7 +240,7 @@ class RunSettings:
     @property
     def timeouts(self) -> Timeouts:
         t = self.config.timeouts
-        return Timeouts(connect_s=t.connect_s, ttft_s=t.ttft_s, idle_s=t.idle_s)
+        return Timeouts(connect_s=t.connect_s, ttft_s=t.ttft_s, idle_s=t.idle_s, total_s=t.total_s)
 
 
 def _api_key(options: KvOptions, config: Config) -> str | None:

@@ -15,8 +15,10 @@ across processes on one machine. Fields:
 - `last_token_s`: the same for the last generated token; null if none.
 - `prompt_tokens`, `cached_tokens`, `output_tokens` (tokens actually written).
 - `queue_s`, `prefill_s`, `transfer_s` (PD only, else 0), `decode_s`: the phases.
-- `fault`: the injected fault (`error`, `disconnect`, `stall`, `malformed_chunk`,
-  `error_in_stream`) or null; `slowdown`: the slow-start factor applied (1.0 = none).
+- `fault`: the fault injected (a kind of `kvswarm.sim.faults`), or null if none was (a
+  mid-stream fault drawn for a request whose client left first is not injected);
+  `slowdown`: the slow-start factor applied (1.0 = none). `status` is 0 for a request
+  whose connection was closed before any response.
 """
 
 from __future__ import annotations

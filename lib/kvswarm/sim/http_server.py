@@ -5,6 +5,11 @@ streams and 20,000 chunks/s a raw StreamServer used 13-27% less CPU than pywsgi 
 same send lateness. Keep-alive and pipelined requests are supported; a response is either
 whole (`send`) or chunked (`start_stream`, `write`, `end_stream`), as uvicorn sends vLLM's.
 Sockets get TCP_NODELAY, so each chunk leaves at once (as uvicorn does).
+
+`HttpServer.refuse_connections(seconds)` closes the listening socket for a while (new
+connections are refused) and keeps the open ones; while it is closed, every response
+head says `Connection: close` and the connection closes after it, as a server shutting
+down gracefully does.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import contextlib
 import errno
 import socket as pysocket
 import sys
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from time import monotonic
 
+import gevent
 import httptools
 from gevent import socket
 from gevent.server import StreamServer
@@ -65,13 +72,20 @@ Handler = Callable[[Request, "ResponseWriter"], None]
 class ResponseWriter:
     """Writes one response on a connection; every write returns once the socket took it."""
 
-    __slots__ = ("_sock", "keep_alive", "started", "closed")
+    __slots__ = ("_sock", "keep_alive", "started", "closed", "_draining")
 
-    def __init__(self, sock: socket.socket, keep_alive: bool) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        keep_alive: bool,
+        draining: Callable[[], bool] | None = None,
+    ) -> None:
+        """`draining()` True when the head is written makes it the connection's last."""
         self._sock = sock
         self.keep_alive = keep_alive
         self.started = False
         self.closed = False
+        self._draining = draining
 
     def send(
         self,
@@ -124,6 +138,8 @@ class ResponseWriter:
 
     def _head(self, status: int, headers: Headers, content_type: str, extra: str) -> bytes:
         self.started = True
+        if self.keep_alive and self._draining is not None and self._draining():
+            self.keep_alive = False
         lines = [
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
             "Server: kvswarm-sim",
@@ -148,9 +164,12 @@ class ResponseWriter:
 class _Connection:
     """Reads requests off one socket and hands them to the handler, in order."""
 
-    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+    def __init__(
+        self, sock: socket.socket, handler: Handler, draining: Callable[[], bool] | None = None
+    ) -> None:
         self._sock = sock
         self._handler = handler
+        self._draining = draining
         self._parser = httptools.HttpRequestParser(self)
         self._ready: deque[Request] = deque()
         self._read_s = 0.0
@@ -221,7 +240,7 @@ class _Connection:
 
     def _respond(self, request: Request) -> bool:
         """Run the handler; False when the connection must be closed."""
-        writer = ResponseWriter(self._sock, request.keep_alive)
+        writer = ResponseWriter(self._sock, request.keep_alive, self._draining)
         try:
             self._handler(request, writer)
         except ClientGone:
@@ -252,24 +271,85 @@ class HttpServer:
         self._listener = listen(host, port, name)
         self.port: int = self._listener.getsockname()[1]
         self._server = StreamServer(self._listener, self._serve_connection)
+        self._refusing_until: float | None = None
+        self._stopped = False
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def listening(self) -> bool:
+        """False while `refuse_connections` has the listening socket closed."""
+        return self._refusing_until is None
+
     def start(self) -> None:
         self._server.start()
 
     def stop(self, timeout: float = 1.0) -> None:
+        self._stopped = True
         self._server.stop(timeout=timeout)
+
+    def refuse_connections(
+        self, seconds: float, on_listening: Callable[[float, float], None] | None = None
+    ) -> None:
+        """Close the listening socket for `seconds`, then listen on the same port again
+        and call `on_listening(from_unix_s, until_unix_s)`: connections attempted between
+        those wall-clock times were refused. Open connections are served on (each closes
+        after its next response). Called while refusing, it extends the pause."""
+        until = monotonic() + seconds
+        if self._refusing_until is not None:
+            self._refusing_until = max(self._refusing_until, until)
+            return
+        self._refusing_until = until
+        from_unix_s = time.time()
+        self._close_listener()
+        gevent.spawn(self._listen_again, from_unix_s, on_listening)
+
+    def _close_listener(self) -> None:
+        """Hand connections already in the accept queue to handlers (closing the listener
+        would reset them, though the kernel had accepted them), then close it."""
+        server = self._server
+        while True:
+            accepted = server.do_read()
+            if not accepted:
+                break
+            server.do_handle(*accepted)
+        server.close()
+
+    def _listen_again(
+        self, from_unix_s: float, on_listening: Callable[[float, float], None] | None
+    ) -> None:
+        while not self._stopped:
+            assert self._refusing_until is not None
+            delay = self._refusing_until - monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+                continue
+            try:
+                listener = listen(self.host, self.port, self.name)
+            except KvswarmError:
+                gevent.sleep(0.01)  # the port is briefly someone's outgoing port
+                continue
+            until_unix_s = time.time()
+            self._listener = listener
+            self._server = StreamServer(listener, self._serve_connection)
+            self._server.start()
+            self._refusing_until = None
+            if on_listening is not None:
+                on_listening(from_unix_s, until_unix_s)
+            return
 
     def _serve_connection(self, sock: socket.socket, address: object) -> None:
         sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
         try:
-            _Connection(sock, self._handler).serve()
+            _Connection(sock, self._handler, self._draining).serve()
         finally:
             sock.close()
+
+    def _draining(self) -> bool:
+        return self._refusing_until is not None
 
 
 def listen(host: str, port: int, name: str = "server", backlog: int = 2048) -> socket.socket:

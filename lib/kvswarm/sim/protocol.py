@@ -202,6 +202,10 @@ class StreamEncoder:
         word = _WORD_JSON[index % len(_WORD_JSON)]
         return b"".join((self._token_head, word, self._last_tail if last else self._token_tail))
 
+    def text(self, text: str) -> bytes:
+        """An event carrying `text` as generated text (not the last)."""
+        return b"".join((self._token_head, orjson.dumps(text), self._token_tail))
+
     def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> bytes:
         body = orjson.dumps(
             {"choices": [], "usage": usage(prompt_tokens, completion_tokens, cached_tokens)}

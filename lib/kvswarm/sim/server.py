@@ -14,6 +14,9 @@ together with the first chunk.
 
 A client that goes away is noticed at the next write (vLLM notices it sooner): until
 then its request keeps its place in the queue or its slot, as if still wanted.
+
+Faults (`kvswarm.sim.faults`) are drawn here, at the stack's entry point, when a request
+has been parsed; each is counted and logged when it is injected.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from kvswarm import __version__
 from kvswarm.sim.engine import Backend, Generation, sleep_until
-from kvswarm.sim.faults import SLOW_START, FaultInjector, fault_token_index
+from kvswarm.sim.faults import SLOW_START, Draw, FaultInjector, FaultLog, fault_token_index
 from kvswarm.sim.groundtruth import GroundTruthLog, RequestTrace
-from kvswarm.sim.http_server import ClientGone, Request, ResponseWriter
+from kvswarm.sim.http_server import ClientGone, HttpServer, Request, ResponseWriter
 from kvswarm.sim.metrics import FastHistogram, SimMetrics
 from kvswarm.sim.protocol import (
     DONE_EVENT,
@@ -54,7 +57,28 @@ from kvswarm.sim.tokenizer import token_ids
 SIMULATOR_NOTE = (
     "kvswarm simulated serving stack: no model runs here; latencies come from a cost model"
 )
-_STREAM_FAULTS = ("disconnect", "stall", "malformed_chunk", "error_in_stream")
+# Faults answered before any generation; faults injected mid-stream; SSE-only faults.
+_AT_ONCE = ("error", "rate_limited", "unavailable", "disconnect_before_head", "not_sse")
+_MID_STREAM = (
+    "disconnect",
+    "stall",
+    "malformed_chunk",
+    "error_in_stream",
+    "huge_chunk",
+    "utf8_split",
+)
+_STREAM_ONLY = ("huge_chunk", "utf8_split", "no_done")
+_ENDLESS = 1 << 62  # the token count of a stream that never ends
+_ERROR_STATUS = {"rate_limited": 429, "unavailable": 503}
+_ERROR_TYPE = {429: "RateLimitError", 503: "ServiceUnavailableError"}
+_NOT_SSE_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+    b"<body><h1>Bad Gateway</h1><p>The upstream server is not answering "
+    b"(kvswarm sim fault injection).</p></body></html>\n"
+)
+# Multi-byte characters; a `utf8_split` event is cut inside the first of the cup's bytes.
+_UTF8_TEXT = " naïve café ☕ 日本語"
+_UTF8_CUT = "☕".encode()
 _RECENT_REQUESTS = 10_000
 _REQUEST_PATH = re.compile(r"^/sim/requests/(?P<id>[^/]+)$")
 
@@ -72,6 +96,7 @@ class SimServer:
         sim_metrics: SimMetrics | None = None,
         faults: FaultInjector | None = None,
         ground_truth: GroundTruthLog | None = None,
+        fault_log: FaultLog | None = None,
     ) -> None:
         self.backend = backend
         self.served = served
@@ -80,6 +105,10 @@ class SimServer:
         self.sim_metrics = sim_metrics
         self.faults = faults
         self.ground_truth = ground_truth
+        self.fault_log = fault_log
+        # The server this handler answers on (set by the stack): `refuse_connections`
+        # closes its listener for a while.
+        self.listener: HttpServer | None = None
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._created = int(time.time())
 
@@ -174,9 +203,15 @@ class SimServer:
             return writer.send(exc.status, exc.body(), headers=[("X-Request-Id", trace.request_id)])
         trace.stream = completion.stream
         trace.prompt_tokens = completion.prompt_tokens
-        fault = self._draw_fault(trace)
-        if fault == "error":
-            return self._inject_error(writer, trace)
+        draw = self._draw_fault(trace)
+        fault = draw.kind if draw is not None else None
+        if draw is not None and fault in _AT_ONCE:
+            return self._answer_at_once(writer, trace, draw)
+        if fault == "refuse_connections":
+            self._refuse_connections(trace)
+            fault = None  # this request itself is served as usual
+        elif fault in _STREAM_ONLY and not completion.stream:
+            fault = None
         generation = self.backend.begin(completion, trace.slowdown, trace.receipt_s)
         trace.cached_tokens = generation.cached_tokens
         trace.queue_s = generation.queue_s
@@ -193,26 +228,58 @@ class SimServer:
                 trace.decode_s = (trace.last_token_s or trace.first_token_s) - trace.first_token_s
             generation.finish(sent, "length" if sent == completion.max_tokens else "abort")
 
-    def _draw_fault(self, trace: RequestTrace) -> str | None:
+    def _draw_fault(self, trace: RequestTrace) -> Draw | None:
         if self.faults is None:
             return None
         trace.slowdown = self.faults.slowdown(trace.receipt_s)
         if trace.slowdown > 1.0:
             self._count_fault(SLOW_START)
-        trace.fault = self.faults.draw()
-        return trace.fault
+        return self.faults.draw()
 
     def _count_fault(self, kind: str) -> None:
         if self.sim_metrics is not None:
             self.sim_metrics.faults_injected[kind].inc()
 
-    def _inject_error(self, writer: ResponseWriter, trace: RequestTrace) -> None:
+    def _inject(self, trace: RequestTrace, kind: str, **details: object) -> None:
+        """Count, trace and log a fault at the moment it happens."""
+        self._count_fault(kind)
+        trace.fault, trace.outcome = kind, "fault"
+        if self.fault_log is not None:
+            self.fault_log.injected(trace.request_id, kind, **details)
+
+    def _answer_at_once(self, writer: ResponseWriter, trace: RequestTrace, draw: Draw) -> None:
+        """The faults that answer (or drop) a request before any generation."""
         assert self.faults is not None
-        status = self.faults.config.error_status
-        self._count_fault("error")
-        trace.status, trace.outcome = status, "fault"
-        body = error_body(status, "simulated error (kvswarm sim fault injection)", "ServerError")
-        writer.send(status, body, headers=[("X-Request-Id", trace.request_id)])
+        config = self.faults.config
+        kind = draw.kind
+        headers = [("X-Request-Id", trace.request_id)]
+        if kind == "disconnect_before_head":
+            self._inject(trace, kind)
+            trace.status = 0
+            return writer.abort()
+        if kind == "not_sse":
+            self._inject(trace, kind, status=200)
+            return writer.send(200, _NOT_SSE_PAGE, "text/html; charset=utf-8", headers)
+        status = _ERROR_STATUS.get(kind, config.error_status)
+        retry_after = config.retry_after_s if draw.retry_after else None
+        if retry_after is not None:
+            headers.append(("Retry-After", str(retry_after)))
+        self._inject(trace, kind, status=status, retry_after_s=retry_after)
+        trace.status = status
+        message = "simulated error (kvswarm sim fault injection)"
+        body = error_body(status, message, _ERROR_TYPE.get(status, "ServerError"))
+        writer.send(status, body, headers=headers)
+
+    def _refuse_connections(self, trace: RequestTrace) -> None:
+        assert self.faults is not None
+        seconds = self.faults.config.refuse_s
+        self._inject(trace, "refuse_connections", refuse_s=seconds)
+        if self.listener is not None:
+            self.listener.refuse_connections(seconds, self._log_not_listening)
+
+    def _log_not_listening(self, from_unix_s: float, until_unix_s: float) -> None:
+        if self.fault_log is not None:
+            self.fault_log.not_listening(from_unix_s, until_unix_s)
 
     def _headers(self, trace: RequestTrace) -> list[tuple[str, str]]:
         return [
@@ -238,12 +305,17 @@ class SimServer:
             completion.endpoint, response_id, int(time.time()), self.served.name
         )
         total = completion.max_tokens
-        fault_at = fault_token_index(total) if fault in _STREAM_FAULTS else -1
+        fault_at = fault_token_index(total) if fault in _MID_STREAM else -1
         engine = generation.engine
         slowdown = generation.seq.slowdown
         lateness = self.lateness.observe
         itl = engine.metrics.inter_token_latency.observe
         scheduled = generation.ready_s
+        if fault == "never_ending":
+            self._inject(trace, fault)
+            total = _ENDLESS
+        elif fault == "stall_first_token":
+            scheduled = self._stall_first_token(trace)
 
         first = encoder.first() + encoder.token(0, total == 1)
         writer.start_stream(
@@ -272,6 +344,9 @@ class SimServer:
             trace.last_token_s = last_write = now
             sent = trace.output_tokens = sent + 1
         tail = DONE_EVENT
+        if fault == "no_done":
+            self._inject(trace, fault)
+            tail = b""
         if completion.include_usage:
             tail = encoder.usage(completion.prompt_tokens, sent, trace.cached_tokens) + tail
         decode_ms = (last_write - trace.first_token_s) * 1000
@@ -287,8 +362,7 @@ class SimServer:
     ) -> tuple[float, bool]:
         """Inject a stream fault; returns the new schedule and whether the stream ended."""
         assert fault is not None and self.faults is not None
-        self._count_fault(fault)
-        trace.outcome = "fault"
+        self._inject(trace, fault)
         if fault == "disconnect":
             writer.abort()
             return scheduled, True
@@ -300,7 +374,24 @@ class SimServer:
             writer.write(encoder.malformed())
         elif fault == "stall":
             scheduled += self.faults.config.stall_s
+        elif fault == "huge_chunk":
+            size = self.faults.config.huge_chunk_bytes
+            writer.write(encoder.text(("lorem ipsum " * (size // 12 + 1))[:size]))
+        elif fault == "utf8_split":
+            event = encoder.text(_UTF8_TEXT)
+            cut = event.index(_UTF8_CUT) + 1
+            writer.write(event[:cut])
+            gevent.sleep(0.001)  # so the halves are likely to arrive in separate reads
+            writer.write(event[cut:])
         return scheduled, False  # the stream goes on and ends normally
+
+    def _stall_first_token(self, trace: RequestTrace) -> float:
+        """Inject `stall_first_token`; returns when the first token is now due."""
+        assert self.faults is not None
+        self._inject(trace, "stall_first_token")
+        due = monotonic() + self.faults.config.stall_s
+        sleep_until(due)
+        return due
 
     def _respond_whole(
         self,
@@ -320,13 +411,14 @@ class SimServer:
             if delay > 0:
                 gevent.sleep(delay)
         if fault is not None:
-            self._count_fault(fault)
-            trace.outcome = "fault"
+            self._inject(trace, fault)
         if fault == "disconnect":
             writer.abort()
             return
-        if fault == "stall" and self.faults is not None:
+        if fault in ("stall", "stall_first_token") and self.faults is not None:
             gevent.sleep(self.faults.config.stall_s)
+        if fault == "never_ending":
+            return self._trickle_forever(writer, trace, engine.tpot_s())
         prefix = "chatcmpl-" if completion.endpoint == "chat" else "cmpl-"
         body = completion_body(
             completion,
@@ -348,6 +440,13 @@ class SimServer:
         if status == 200:
             trace.first_token_s = trace.last_token_s = monotonic()
             trace.output_tokens = completion.max_tokens
+
+    def _trickle_forever(self, writer: ResponseWriter, trace: RequestTrace, gap_s: float) -> None:
+        """A JSON body that never ends: whitespace, one byte per token time."""
+        writer.start_stream(200, "application/json", self._headers(trace))
+        while True:
+            gevent.sleep(max(gap_s, 0.001))
+            writer.write(b" ")
 
     def _record(self, trace: RequestTrace) -> None:
         if self.sim_metrics is not None:

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry
 from kvswarm.errors import KvswarmError
 from kvswarm.server_handle import ServerHandle
 from kvswarm.sim.engine import Backend, Engine, LocalBackend
-from kvswarm.sim.faults import FaultInjector
+from kvswarm.sim.faults import FaultInjector, FaultLog
 from kvswarm.sim.groundtruth import GroundTruthLog
 from kvswarm.sim.http_server import HttpServer
 from kvswarm.sim.master import MooncakeMaster, check_port_free
@@ -73,6 +73,7 @@ class Stack:
         self._stores: list[KVStore] = []
         self._master: MooncakeMaster | None = None
         self._ground_truth: GroundTruthLog | None = None
+        self._fault_log: FaultLog | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self) -> StackInfo:
@@ -89,6 +90,8 @@ class Stack:
         self._check_ports()
         if options.ground_truth:
             self._ground_truth = GroundTruthLog(options.ground_truth)
+        if options.faults.log:
+            self._fault_log = FaultLog(options.faults.log)
         served = ServedModel(options.model, options.cost.max_model_len, options.default_max_tokens)
         entry_registry = CollectorRegistry()
         store_name = self._store_name() if options.pd else None
@@ -110,8 +113,10 @@ class Stack:
             sim_metrics=sim_metrics,
             faults=injector,
             ground_truth=self._ground_truth,
+            fault_log=self._fault_log,
         )
         server = HttpServer(options.host, options.entry_port, entry, entry_name)
+        entry.listener = server
         self._servers.insert(0, server)
         metrics_urls = {entry_name: server.url + "/metrics", **metrics_urls}
         if self._master is not None:
@@ -220,6 +225,9 @@ class Stack:
         if self._ground_truth is not None:
             self._ground_truth.close()
             self._ground_truth = None
+        if self._fault_log is not None:
+            self._fault_log.close()
+            self._fault_log = None
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
