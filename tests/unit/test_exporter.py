@@ -202,6 +202,34 @@ def test_window_figures_from_the_first_and_last_snapshot_and_every_gauge_reading
     assert 'vllm:time_to_first_token_seconds_bucket{le="0.1"}' not in window.counters
 
 
+def lmcache_page(requested: float, hits: float) -> str:
+    """LMCache's counters as they appear on a vLLM instance's page."""
+    return (
+        "# TYPE lmcache:num_requested_tokens counter\n"
+        f'lmcache:num_requested_tokens_total{{model_name="m",worker_id="0"}} {requested}\n'
+        "# TYPE lmcache:num_hit_tokens counter\n"
+        f'lmcache:num_hit_tokens_total{{model_name="m",worker_id="0"}} {hits}\n'
+    )
+
+
+def test_lmcaches_retrieve_hit_rate_is_derived_over_the_window() -> None:
+    readings = WindowReadings("http://x/metrics")
+    readings.observe(parse_metrics(lmcache_page(1000, 100)))
+    readings.observe(parse_metrics(lmcache_page(3000, 1700)))
+    derived = summarize_source(readings, 10.0, VLLM.metrics).derived
+    assert derived["lmcache_hit_rate"].value == pytest.approx(0.8)
+    assert derived["lmcache_hit_rate"].formula == (
+        "Δlmcache:num_hit_tokens_total / Δlmcache:num_requested_tokens_total"
+    )
+
+
+def test_no_lmcache_hit_rate_where_the_page_has_no_lmcache_counters() -> None:
+    readings = WindowReadings("http://x/metrics")
+    readings.observe(parse_metrics(page(10, 100, 1, 5, 3, [("0.1", 0), ("+Inf", 0)])))
+    readings.observe(parse_metrics(page(40, 200, 9, 7, 5, [("0.1", 4), ("+Inf", 5)])))
+    assert "lmcache_hit_rate" not in summarize_source(readings, 10.0, VLLM.metrics).derived
+
+
 def test_a_source_never_read_is_a_warning_not_a_failure() -> None:
     readings = WindowReadings("http://127.0.0.1:1/metrics")
     readings.observe(parse_metrics("", "http://127.0.0.1:1/metrics"))

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from kvswarm.engines import ENGINES
+from kvswarm.engines.lmcache import LMCACHE_METRICS
 from kvswarm.engines.mooncake import MOONCAKE_MASTER_METRICS
 from kvswarm.sinks import EXPORTED_METRICS
 from kvswarm.sinks.grafana import build_dashboard, dashboard_json, queries
@@ -37,6 +38,7 @@ def known_names() -> set[str]:
             if name:
                 names |= {name + suffix for suffix in HISTOGRAM_SUFFIXES}
     names |= set(MOONCAKE_MASTER_METRICS.names())
+    names |= set(LMCACHE_METRICS.names())
     return names
 
 

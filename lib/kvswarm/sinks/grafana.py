@@ -7,8 +7,8 @@ time imports this module). The SDK places the panels on Grafana's 24-column grid
 two to a line under each row.
 
 The metric names in the queries come from the exporter (`EXPORTED_METRICS`), the vLLM
-engine profile (`VLLM_METRICS`) and the Mooncake master's names
-(`MOONCAKE_MASTER_METRICS`), so a renamed metric changes the dashboard with it. The JSON
+engine profile (`VLLM_METRICS`), LMCache's (`LMCACHE_METRICS`) and the Mooncake master's
+names (`MOONCAKE_MASTER_METRICS`), so a renamed metric changes the dashboard with it. The JSON
 is committed as configs/grafana/dashboards/kvswarm.json (Grafana provisions it from
 there); regenerate it after a change with
 
@@ -35,6 +35,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
+from kvswarm.engines.lmcache import LMCACHE_METRICS
 from kvswarm.engines.mooncake import MOONCAKE_MASTER_METRICS
 from kvswarm.engines.vllm import VLLM_METRICS
 
@@ -117,7 +118,7 @@ def _ratio(top: str, bottom: str) -> str:
 
 def panels() -> list[Row | Graph]:
     """Every row and graph of the dashboard, in order."""
-    vllm, store = VLLM_METRICS, MOONCAKE_MASTER_METRICS
+    vllm, store, lmcache = VLLM_METRICS, MOONCAKE_MASTER_METRICS, LMCACHE_METRICS
     return [
         Row("Latency (kvswarm, per scenario and mode)"),
         Graph("TTFT", "s", _percentiles("kvswarm_ttft_seconds")),
@@ -160,6 +161,9 @@ def panels() -> list[Row | Graph]:
             Query(_ratio(_server_rate(vllm.external_prefix_cache_hits),
                          _server_rate(vllm.external_prefix_cache_queries)),
                   "external (KV connector) {{source}}"),
+            Query(_ratio(_server_rate(lmcache.hit_tokens),
+                         _server_rate(lmcache.requested_tokens)),
+                  "LMCache retrieve {{source}}"),
         )),
         Graph("KV cache usage", "percentunit", (
             Query(_server_gauge(vllm.kv_cache_usage), "{{source}}"),

@@ -10,7 +10,8 @@ module turns the snapshot at the start of the window (the warm-up's end) and the
   the bucket the rank falls in; the largest finite bound when it falls in `+Inf`);
 - gauges: start, end, min and max of the readings in the window;
 - derived figures, each with its formula: prefix-cache hit rate, external (KV connector)
-  hit rate, Mooncake key count and allocated bytes change, Mooncake put and get rates.
+  hit rate, LMCache's retrieve hit rate, Mooncake key count and allocated bytes change,
+  Mooncake put and get rates.
 
 Counters are keyed by sample key (`name{label="v"}`); histograms by the key of the series
 without `le`.
@@ -22,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kvswarm.engines.lmcache import LMCACHE_METRICS
 from kvswarm.engines.mooncake import MOONCAKE_MASTER_METRICS
 from kvswarm.engines.profile import MetricNames, metric_total
 from kvswarm.metrics_sources.snapshot import Snapshot, sample_key, split_key
@@ -325,6 +327,10 @@ def _derived(
     _add_ratio(
         figures, "external_prefix_cache_hit_rate", deltas,
         metrics.external_prefix_cache_hits, metrics.external_prefix_cache_queries,
+    )  # fmt: skip
+    _add_ratio(
+        figures, "lmcache_hit_rate", deltas,
+        LMCACHE_METRICS.hit_tokens, LMCACHE_METRICS.requested_tokens,
     )  # fmt: skip
     store = MOONCAKE_MASTER_METRICS
     for figure, name in (("mooncake_key_count_change", store.key_count),
