@@ -27,17 +27,21 @@ def engine_from_metrics(snapshot: Snapshot) -> str | None:
     return None
 
 
-def detect_engine(base_url: str, timeout_s: float = 5.0) -> tuple[str, Snapshot]:
+def detect_engine(
+    base_url: str, timeout_s: float = 5.0, api_key: str | None = None
+) -> tuple[str, Snapshot]:
     """Which engine serves `base_url`: "vllm", "sim", "llama.cpp", "sglang" or "openai".
 
     Returns the engine name and the /metrics snapshot taken on the way (callers reuse it
     as the start-of-window snapshot; it carries `error` when /metrics did not answer).
+    `api_key` goes with the `/v1/models` request only (the target's API), never to
+    /metrics.
     """
     snapshot = scrape(metrics_url(base_url), timeout_s)
     from_metrics = engine_from_metrics(snapshot) if snapshot.ok else None
     if from_metrics:
         return from_metrics, snapshot
-    models = probe.get(api_url(base_url, "models"), timeout_s).json()
+    models = probe.get(api_url(base_url, "models"), timeout_s, api_key).json()
     data = models.get("data", []) if isinstance(models, dict) else []
     for model in data if isinstance(data, list) else []:
         owner = model.get("owned_by") if isinstance(model, dict) else None

@@ -45,8 +45,10 @@ class Reply:
         return f"HTTP {self.status} from {self.url}" + (f": {text}" if text else "")
 
 
-def get(url: str, timeout_s: float) -> Reply:
-    return _call(urllib.request.Request(url), timeout_s)
+def get(url: str, timeout_s: float, api_key: str | None = None) -> Reply:
+    """GET `url`; `api_key` (only for the target's own API) as a bearer token."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return _call(urllib.request.Request(url, headers=headers), timeout_s)
 
 
 def post(url: str, timeout_s: float, body: Any = None) -> Reply:

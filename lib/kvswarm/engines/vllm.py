@@ -165,33 +165,36 @@ class VllmProfile(EngineProfile):
         return None
 
     def served_models(
-        self, base_url: str, timeout_s: float = 10.0
+        self, base_url: str, timeout_s: float = 10.0, api_key: str | None = None
     ) -> tuple[ServedModel, ...] | None:
-        """The models `GET /v1/models` lists; None when it does not answer with a list."""
-        reply = probe.get(api_url(base_url, "models"), timeout_s)
+        """The models `GET /v1/models` lists; None when it does not answer with a list.
+        `api_key`: the target's, for a server started with `--api-key`."""
+        reply = probe.get(api_url(base_url, "models"), timeout_s, api_key)
         data = reply.json() if reply.ok else None
         entries = data.get("data") if isinstance(data, dict) else None
         if not isinstance(entries, list):
             return None
         return tuple(_served_model(entry) for entry in entries if isinstance(entry, dict))
 
-    def check_model(self, base_url: str, model: str, timeout_s: float = 10.0) -> str | None:
+    def check_model(
+        self, base_url: str, model: str, timeout_s: float = 10.0, api_key: str | None = None
+    ) -> str | None:
         """None when the server serves `model` (or cannot say), else a one-line error.
 
         A server that does not answer `/v1/models` is no verdict here: the run's other
         checks report an unreachable target.
         """
-        served = self.served_models(base_url, timeout_s)
+        served = self.served_models(base_url, timeout_s, api_key)
         if served is None:
             return None
         return model_mismatch(served, model, base_url)
 
     def require_model(
-        self, base_url: str, model: str, timeout_s: float = 10.0
+        self, base_url: str, model: str, timeout_s: float = 10.0, api_key: str | None = None
     ) -> ServedModel | None:
         """The served entry for `model` (None if the server cannot say); `KvswarmError`
         with `check_model`'s line when the server serves other models only."""
-        served = self.served_models(base_url, timeout_s)
+        served = self.served_models(base_url, timeout_s, api_key)
         if served is None:
             return None
         problem = model_mismatch(served, model, base_url)
