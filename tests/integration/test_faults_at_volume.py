@@ -6,6 +6,7 @@ request (the sim's fault log and ground truth joined with requests.csv on reques
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from kvswarm.locust.options import KvOptions
 from kvswarm.sim import CostModel, FaultConfig, SimOptions, spawn_stack
 from kvswarm.sim.faults import NOT_LISTENING, read_fault_log
 from kvswarm.sim.groundtruth import read_ground_truth
@@ -81,9 +83,12 @@ def finish(process: subprocess.Popen, timeout_s: float = 120) -> str:
 
 
 def config_args(tmp_path: Path) -> list[str]:
+    """The config, and no pre-flight request (it would take the sim's first fault draw,
+    and may be refused by design) where kvswarm has one."""
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
-    return ["--kv-config", str(config)]
+    skip = "skip_preflight" in {field.name for field in dataclasses.fields(KvOptions)}
+    return ["--kv-config", str(config), *(["--kv-skip-preflight"] if skip else [])]
 
 
 def wait_until_idle(sim: StackProcess, timeout_s: float = 20) -> None:
@@ -125,13 +130,16 @@ def check_every_request_in_its_category(run: Path, tmp_path: Path, output: str) 
     assert served <= set(by_id), "the server saw requests that requests.csv lacks"
     assert set(injected) <= served
 
-    # What the server never saw: connections refused while it was not listening.
+    # What the server never saw: connections refused while it was not listening, and
+    # (rarely) one the kernel had half-opened when the listener closed, reset after the
+    # client had sent its request: a `disconnect` to the client, as with any server.
     unseen = [row for row in rows if row["request_id"] not in served]
-    assert unseen and pauses
-    assert {row["failure"] for row in unseen} == {"connect"}
+    assert pauses and any(row["failure"] == "connect" for row in unseen)
     for row in unseen:
         start = float(row["start_unix_s"])
         assert any(begin - 1.0 <= start <= end for begin, end in pauses), row
+        reset = row["failure"] == "disconnect" and "reset" in row["error"].lower()
+        assert row["failure"] == "connect" or reset, row
 
     # A request in flight when the run ended is `cancelled` (Locust may stop a user that
     # has just left its wait): at most one per user, and no category to compare.
