@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from kvswarm.analysis.metrics import failures_by_category, goodput_per_s, hit_split, percentiles
+from kvswarm.analysis.outages import describe_outage, target_outages
 from kvswarm.analysis.runs import Run, itl_values
 from kvswarm.runrecord import CPU_SHARE_LIMIT, LOOP_LAG_P99_LIMIT_MS
 
@@ -207,6 +208,7 @@ def format_summary(
         lines.append(server_line)
     if run is not None:
         lines.extend(_load_lines(run))
+        lines.extend(describe_outage(outage) for outage in target_outages(run.requests))
     if not summaries:
         lines.append("  no requests were recorded")
     for s in summaries:

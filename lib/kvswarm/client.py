@@ -418,13 +418,27 @@ class StreamingClient:
         return data
 
     def _read_headers(self, result: StreamResult) -> None:
-        # No retry here, even on a reused connection: it was seen open just before the
-        # request went, so the server may well have read the request (and dropped it).
+        # A reused connection that ends before the first response byte was, as far as a
+        # client can tell, closed by the server while idle: the check before sending
+        # races with a close that is on its way (llama.cpp's server closes a quarter of
+        # its keep-alive connections right after a streamed response, measured). It is
+        # retried once on a new connection, as browsers do; a server that read the
+        # request and dropped it then sees it twice (the simulator's
+        # `disconnect_before_head` fault strikes first requests of connections only).
         response = self._response
+        received_any = False
         while not response.headers_done:
-            data = self._recv(self._deadline - time.perf_counter(), "timeout_ttft")
+            try:
+                data = self._recv(self._deadline - time.perf_counter(), "timeout_ttft")
+            except RequestFailed as failure:
+                if failure.category == "disconnect" and self._reused and not received_any:
+                    raise _StaleConnection() from None
+                raise
             if not data:
+                if self._reused and not received_any:
+                    raise _StaleConnection()
                 raise RequestFailed("disconnect", "connection closed before the response headers")
+            received_any = True
         assert self._parser is not None
         result.status_code = self._parser.get_status_code()
         result.headers = response.headers

@@ -408,7 +408,7 @@ def load_config(path: str | Path | None) -> Config:
 def _describe(exc: ValidationError, source: str) -> str:
     """The first validation error as `source: key.path: what was expected, got what`."""
     error = exc.errors(include_url=False)[0]
-    loc = ".".join(str(part) for part in error["loc"])
+    loc = ".".join(_key(part) for part in error["loc"])
     message = _MESSAGES.get(error["type"], lambda e: e["msg"])(error)
     if error["type"] == "value_error":
         message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
@@ -420,6 +420,14 @@ def _describe(exc: ValidationError, source: str) -> str:
     quoted = error["type"] == "value_error" and shown in message
     got = "" if error["type"] in _NO_GOT or quoted else f", got {shown}"
     return f"{source}: {loc}: {message}{got}"
+
+
+def _key(part: object) -> str:
+    """A key of the path as written, quoted when it is empty or holds a dot, a space or a
+    control character (a key made of a line break would otherwise break the line)."""
+    text = str(part)
+    plain = text and text.isprintable() and " " not in text and "." not in text
+    return text if plain else repr(text)
 
 
 _MESSAGES = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support.processes import REPO, StreamServer, pinned_to, run_dirs
+from tests.support.processes import REPO, StreamServer, load_requests, pinned_to, run_dirs
 
 LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_basic.py")
 
@@ -78,7 +78,7 @@ def test_master_has_one_row_per_served_request_from_both_workers(
     stream_server.wait_idle()
     (run,) = run_dirs(tmp_path / "results")
     rows = read_rows(run)
-    served = stream_server.log()
+    served = load_requests(stream_server.log())
     assert sorted(r["request_id"] for r in rows) == sorted(s["request_id"] for s in served)
     assert len({r["worker_id"] for r in rows}) == 2
     meta = json.loads((run / "run.json").read_text())
@@ -134,7 +134,7 @@ def test_a_killed_worker_loses_only_its_unshipped_rows(
         w: [r for r in rows if r["worker_id"] == w] for w in {r["worker_id"] for r in rows}
     }
     (survivor_id,) = [w for w in by_worker if w != lost]
-    served = {s["request_id"] for s in stream_server.log()}
+    served = {s["request_id"] for s in load_requests(stream_server.log())}
     survivor_served = {rid for rid in served if rid.startswith(survivor_id + "-")}
     assert {r["request_id"] for r in by_worker[survivor_id]} == survivor_served
     assert len(by_worker.get(lost, [])) == meta["fleet"]["workers"][lost]["records"]

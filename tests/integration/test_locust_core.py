@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.processes import REPO, run_dirs, run_locust, start_stream_server
+from tests.support.processes import REPO, load_requests, run_dirs, run_locust, start_stream_server
 
 LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_basic.py")
 
@@ -47,7 +47,7 @@ def headless_run(tmp_path_factory: pytest.TempPathFactory):
         assert completed.returncode == 0, completed.stderr[-2000:]
         server.wait_idle()
         (run,) = run_dirs(results)
-        yield completed, run, server.log(), tmp_path
+        yield completed, run, load_requests(server.log()), tmp_path
     finally:
         server.stop()
 

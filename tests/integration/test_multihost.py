@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import REPO, run_dirs
+from tests.support.processes import REPO, load_requests, run_dirs
 
 LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_basic.py")
 SUBNET_PREFIX = "10.231.7"
@@ -255,7 +255,7 @@ def fleet_run(
         master_output=(directory / "master.log").read_text(),
         run=run,
         rows=rows,
-        served=target.log(),
+        served=load_requests(target.log()),
     )
 
 

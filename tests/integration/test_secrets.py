@@ -50,7 +50,9 @@ metrics_endpoints:
 """
 HOST = "http://127.0.0.1:1/v1"
 # Paths of the target's API: the only requests that may carry the key.
-API_PATHS = ("/v1/chat/completions", "/v1/completions", "/tokenize")
+# The target's API: completions, the pre-flight's too, /v1/models (engine detection and
+# the model check) and /tokenize.
+API_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize")
 
 
 def kvswarm_locust(*args: str) -> list[str]:

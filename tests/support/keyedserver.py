@@ -75,10 +75,18 @@ def start_keyed_server(directory: Path, name: str, api_key: str = "") -> KeyedSe
 def listening_addresses(pid: int) -> dict[int, str]:
     """Port -> the address it is bound to, for every TCP socket that the process `pid`
     and its children listen on, as the kernel's socket table says."""
-    root = psutil.Process(pid)
     found: dict[int, str] = {}
-    for process in (root, *root.children(recursive=True)):
-        for connection in process.net_connections(kind="tcp"):
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return found  # it has just exited: it listens on nothing
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, FileNotFoundError):
+            continue  # exited while we looked
+        for connection in connections:
             if connection.status == psutil.CONN_LISTEN:
                 found[connection.laddr.port] = connection.laddr.ip
     return found

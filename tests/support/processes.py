@@ -160,3 +160,11 @@ def run_scenario(
     with open(run / "requests.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     return rows, json.loads((run / "run.json").read_text())
+
+
+def load_requests(served: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A server log's entries without kvswarm's pre-flight request: the requests of the
+    load, which requests.csv holds one row each."""
+    from kvswarm.preflight import PREFLIGHT_REQUEST_ID
+
+    return [entry for entry in served if entry.get("request_id") != PREFLIGHT_REQUEST_ID]

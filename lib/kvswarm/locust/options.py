@@ -130,6 +130,22 @@ def add_arguments(parser: Any) -> None:
         "erase, the simulator), so the run starts cold; run.json says whether it could",
     )
     parser.add_argument(
+        "--kv-skip-preflight",
+        action="store_true",
+        default=False,
+        help="send no pre-flight request: by default one short completion goes to the "
+        "target when a test starts, and a target that cannot serve it (refused, not "
+        "OpenAI-compatible, no answer) stops the run in one line before any load",
+    )
+    parser.add_argument(
+        "--kv-backoff-max",
+        type=float,
+        default=5.0,
+        help="a user whose request could not connect, or was answered 429/503 with "
+        "Retry-After, waits before its next one: doubling from 0.1 s up to this many "
+        "seconds (Retry-After, capped here, when the server sends it); 0: no wait",
+    )
+    parser.add_argument(
         "--kv-run-uid",
         dest=RUN_UID_OPTION,
         default="",
@@ -145,6 +161,19 @@ def add_arguments(parser: Any) -> None:
     )
 
 
+def _seconds(value: Any, option: str, default: float) -> float:
+    """Seconds from the parsed options (the start form sends text); `default` if unset."""
+    if value is None or value == "":
+        return default
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError(f"{option}: expected seconds (0 or more), got {value!r}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class KvOptions:
     """kvswarm's options as Locust parsed them (or as the start form changed them)."""
@@ -158,6 +187,8 @@ class KvOptions:
     api_key_file: str = ""
     itl_events: str = "mean"
     reset_cache: bool = False
+    skip_preflight: bool = False
+    backoff_max_s: float = 5.0
     run_uid: str = ""
     run_scenarios: tuple[str, ...] = ()
 
@@ -178,6 +209,8 @@ class KvOptions:
             api_key_file=get("kv_api_key_file") or "",
             itl_events=get("kv_itl_events") or "mean",
             reset_cache=bool(get("kv_reset_cache")),
+            skip_preflight=bool(get("kv_skip_preflight")),
+            backoff_max_s=_seconds(get("kv_backoff_max"), "--kv-backoff-max", 5.0),
             run_uid=get(RUN_UID_OPTION) or "",
             run_scenarios=tuple(filter(None, (get(RUN_SCENARIOS_OPTION) or "").split(","))),
         )
@@ -194,6 +227,8 @@ class KvOptions:
             "api_key_file": self.api_key_file or None,
             "itl_events": self.itl_events,
             "reset_cache": self.reset_cache,
+            "skip_preflight": self.skip_preflight,
+            "backoff_max_s": self.backoff_max_s,
         }
 
 

@@ -69,6 +69,7 @@ from kvswarm.locust.recorder import Recorder
 from kvswarm.locust.shipping import MasterCollector, WorkerOutbox
 from kvswarm.locust.upstream import apply_workarounds
 from kvswarm.metrics_sources import ServerWindow, Snapshot, scrape
+from kvswarm.preflight import preflight
 from kvswarm.records import RequestRecord
 from kvswarm.rundir import RunDirectory
 from kvswarm.runrecord import FleetSection, LocustSection, ProcessLoad, Window
@@ -243,9 +244,29 @@ class KvswarmPlugin:
         check = getattr(self.engine, "check_model", None)
         if check is None:
             return
-        problem = check(self.settings.base_url, self.settings.config.model_name)
+        settings = self.settings
+        problem = check(settings.base_url, settings.config.model_name, api_key=settings.api_key)
         if problem:
             raise KvswarmError(problem)
+
+    def _preflight(self) -> None:
+        """One short completion before any load (unless --kv-skip-preflight): a target
+        that cannot serve the run stops it in one line; a busy one is a warning."""
+        settings = self.settings
+        if settings.options.skip_preflight:
+            return
+        problem = preflight(
+            settings.base_url,
+            endpoint=settings.endpoint,
+            model=settings.config.model_name,
+            api_key=settings.api_key,
+            timeouts=settings.timeouts,
+        )
+        if problem is None:
+            return
+        if problem.fatal:
+            raise KvswarmError(problem.message)
+        print(f"kvswarm: warning: {problem.message}", file=sys.stderr, flush=True)
 
     def _reset_cache_if_asked(self) -> dict[str, str] | None:
         """`--kv-reset-cache`: drop the server's prefix cache before the run, so it starts
@@ -269,17 +290,21 @@ class KvswarmPlugin:
 
     def _engine_name(self) -> str:
         configured = self.settings.config.target.engine
-        return configured if configured != "auto" else detect_engine(self.settings.base_url)[0]
+        if configured != "auto":
+            return configured
+        return detect_engine(self.settings.base_url, api_key=self.settings.api_key)[0]
 
     def _open_run(self) -> None:
         settings = self.settings
         config = settings.config
-        self.server = ServerWindow.open(
-            settings.base_url, config.target.engine, dict(config.metrics_endpoints)
-        )
-        self.engine = engine_profile(self.server.engine)
+        self.engine = engine_profile(self._engine_name())
         self._check_model()
+        self._preflight()
         cache_reset = self._reset_cache_if_asked()
+        # Opened after the pre-flight, so the server's counters over the run leave it out.
+        self.server = ServerWindow.open(
+            settings.base_url, self.engine.name, dict(config.metrics_endpoints)
+        )
         self.block_size = self._block_size(self.server.start.get("target"))
         self.run = RunDirectory.create(
             settings.results_dir,
@@ -436,6 +461,7 @@ class KvswarmPlugin:
         app = self.environment.web_ui.app
 
         @app.route("/kvswarm/live")
+        @self.environment.web_ui.auth_required_if_enabled
         def kvswarm_live() -> Any:
             """Live TTFT/TPOT/ITL/E2E percentiles (ms) per scenario, across all workers."""
             from flask import jsonify

@@ -7,10 +7,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import gevent
 from gevent import GreenletExit
 from locust import User
 
 from kvswarm.client import CompletionRequest, StreamingClient, StreamResult
+from kvswarm.locust.backoff import Backoff
 from kvswarm.locust.binding import plugin_of
 from kvswarm.records import CANCELLED, RequestRecord, build_record
 
@@ -38,6 +40,7 @@ class LLMUser(User):
         self.llm = StreamingClient(
             self.host or settings.base_url, api_key=settings.api_key, timeouts=settings.timeouts
         )
+        self.backoff = Backoff(settings.options.backoff_max_s)
 
     def on_stop(self) -> None:
         self.llm.close()
@@ -109,6 +112,9 @@ class LLMUser(User):
                 f"model's context ({result.error}); set target.max_model_len to the served "
                 f"model's context length, or shorten scenarios.{self.scenario}"
             )
+        wait_s = self.backoff.after(result)
+        if wait_s:
+            gevent.sleep(wait_s)
         return result
 
 

@@ -67,17 +67,19 @@ class ServerWindow:
         engine: str = "auto",
         extra_endpoints: Mapping[str, str] | None = None,
         timeout_s: float = SCRAPE_TIMEOUT_S,
+        api_key: str | None = None,
     ) -> ServerWindow:
         """Detect the engine (`engine` "auto") or take the named one; snapshot every source.
 
         `extra_endpoints` maps names to /metrics URLs (a PD stack's prefiller, decoder,
         mooncake_master...); one whose URL is the target's, or an earlier one's, is
         scraped once, under the first name. ValueError for an unknown engine name.
+        `api_key` (the target's) goes with detection's `/v1/models` request only.
         """
         target = ScrapeSource(TARGET, metrics_url(base_url), timeout_s)
         start: dict[str, Snapshot] = {}
         if engine == "auto":
-            engine, start[TARGET] = engines.detect_engine(base_url, timeout_s)
+            engine, start[TARGET] = engines.detect_engine(base_url, timeout_s, api_key)
         profile = engines.engine_profile(engine)
         extras = [ScrapeSource(n, u, timeout_s) for n, u in (extra_endpoints or {}).items()]
         return cls(profile, [target, *extras], start)

@@ -8,7 +8,8 @@ configured rates (which must sum to at most 1). Before any response byte:
 - `rate_limited` / `unavailable`: answered at once with 429 / 503; a share
   (`retry_after_share`) of them carry `Retry-After: <retry_after_s>`.
 - `disconnect_before_head`: the request is read, then the connection is closed without
-  a byte of response.
+  a byte of response; on the first request of a connection only (on a reused one a
+  client cannot tell it from a keep-alive connection closed while idle, and retries).
 - `not_sse`: answered with status 200 and an HTML error page (`text/html`), as a
   misconfigured gateway or portal in front of the server does.
 - `stall_first_token`: nothing for `stall_s` seconds before the response head and the

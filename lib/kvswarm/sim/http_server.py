@@ -42,9 +42,12 @@ class ClientGone(Exception):
 
 
 class Request:
-    """One parsed request. `received_s` is the monotonic time its first bytes were read."""
+    """One parsed request. `received_s` is the monotonic time its first bytes were read;
+    `sequence` its place on its connection (1: the connection's first request)."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "received_s", "keep_alive")
+    __slots__ = (
+        "method", "path", "query", "headers", "body", "received_s", "keep_alive", "sequence",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -55,6 +58,7 @@ class Request:
         body: bytes,
         received_s: float,
         keep_alive: bool,
+        sequence: int = 1,
     ) -> None:
         self.method = method
         self.path = path
@@ -63,6 +67,7 @@ class Request:
         self.body = body
         self.received_s = received_s
         self.keep_alive = keep_alive
+        self.sequence = sequence
 
 
 Headers = Iterable[tuple[str, str]]
@@ -178,6 +183,7 @@ class _Connection:
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._body_size = 0
+        self._requests = 0  # requests parsed on this connection so far
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -205,6 +211,7 @@ class _Connection:
 
     def on_message_complete(self) -> None:
         url = httptools.parse_url(self._url)
+        self._requests += 1
         self._ready.append(
             Request(
                 method=self._parser.get_method().decode("ascii"),
@@ -214,6 +221,7 @@ class _Connection:
                 body=b"".join(self._body),
                 received_s=self._begin_s,
                 keep_alive=self._parser.should_keep_alive(),
+                sequence=self._requests,
             )
         )
 
