@@ -25,10 +25,17 @@ load generator on the other) unless `--pinning` says otherwise:
 
 `--ceiling` measures instead the records/s one master takes: two `locust --worker`
 processes whose users ship synthetic 64-token records (no HTTP) at a controlled rate;
-reported per rate: records/s received, the master's CPU share of a core and µs per record.
+reported per rate: records/s received, the master's CPU share of a core and µs per record,
+how far the master fell behind (records held on a worker at most, from run.json), how long
+after the end the run closed, and whether requests.csv holds every record exactly once.
+`--exporter` serves kvswarm's Prometheus exporter on the master (as a run does by
+default: every record is decoded for it); `--sink-us N` adds a record sink on the master
+that burns N µs of CPU per record, to push it past its ceiling on purpose.
 
     .venv/bin/python bench/bench_locust.py --users 50 200
-    .venv/bin/python bench/bench_locust.py --ceiling --rates 2000 5000 10000 20000
+    .venv/bin/python bench/bench_locust.py --ceiling --rates 2000 4000 8000
+    .venv/bin/python bench/bench_locust.py --ceiling --rates 2000 4000 8000 --exporter
+    .venv/bin/python bench/bench_locust.py --ceiling --rates 4000 --sink-us 400
 
 `--kvswarm-lib DIR` runs the Locust processes with another kvswarm (a `lib/` folder of an
 older commit, e.g. from `git archive`) first on PYTHONPATH, for before/after figures.
@@ -76,40 +83,7 @@ SCENARIO_CONFIG = """\
 target: {max_model_len: 40000}
 generation: {max_tokens: 64}
 """
-SYNTHETIC_LOCUSTFILE = """\
-import os
-import time
-
-import gevent
-from locust import constant, task
-
-from kvswarm.locust.users import LLMUser
-from kvswarm.records import RequestRecord
-
-# Records per wake-up, so that timer granularity does not cap the rate.
-BATCH = 20
-INTERVAL_S = BATCH / float(os.environ["KV_BENCH_RATE_PER_USER"])
-
-
-class SyntheticUser(LLMUser):
-    scenario = "synthetic"
-    wait_time = constant(0)
-
-    @task
-    def ship(self) -> None:
-        due = time.monotonic() + INTERVAL_S
-        for _ in range(BATCH):
-            self.n = getattr(self, "n", 0) + 1
-            self.kv.recorder.report(RequestRecord(
-                request_id=f"{self.kv.worker_id}-{self.user_id}-{self.n}",
-                worker_id=self.kv.worker_id, user_id=self.user_id, scenario="synthetic",
-                mode="non_disaggregated", endpoint="chat", streamed=True,
-                start_unix_s=time.time(), ok=True, output_tokens=64,
-                output_tokens_source="usage", text_chunks=64, ttft_s=0.05, tpot_s=0.01,
-                e2e_s=0.68, itl_s=(0.01,) * 63,
-            ))
-        gevent.sleep(max(0.0, due - time.monotonic()))
-"""
+SYNTHETIC_LOCUSTFILE = REPO / "tests" / "support" / "locustfile_synthetic.py"
 
 
 # --- the bare load generators (run as `bench_locust.py --bare KIND ...`) -----------------
@@ -480,14 +454,14 @@ def run_cases(args: argparse.Namespace, base: Path) -> None:
 
 
 def run_ceiling(args: argparse.Namespace, base: Path) -> None:
-    locustfile = base / "locustfile_synthetic.py"
-    locustfile.write_text(SYNTHETIC_LOCUSTFILE)
+    locustfile = SYNTHETIC_LOCUSTFILE
     users_per_worker = 10
     print(
         "| records/s asked | records/s received | master cores | master µs/record "
-        "| worker cores (each) | late records | lost workers | run closed, s after the end |"
+        "| worker cores (each) | held on a worker, max | late records | lost workers "
+        "| run closed, s after the end | rows = records, no duplicate |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for rate in args.rates:
         workdir = base / f"ceiling-{rate}"
         workdir.mkdir()
@@ -497,7 +471,12 @@ def run_ceiling(args: argparse.Namespace, base: Path) -> None:
             **QUIET,
             "PYTHONUNBUFFERED": "1",
             "KV_BENCH_RATE_PER_USER": str(rate / (2 * users_per_worker)),
+            "KV_BENCH_SINK_US": str(args.sink_us),
         }
+        if args.kvswarm_lib:
+            env["PYTHONPATH"] = f"{args.kvswarm_lib}:{REPO}"
+        if args.exporter:
+            env["KVSWARM_EXPORTER_PORT"] = str(free_port())
         case = Case("ceiling", 2 * users_per_worker, "fleet", ["-f", str(locustfile)])
         server = start_stream_server(workdir)
         try:
@@ -514,20 +493,24 @@ def run_ceiling(args: argparse.Namespace, base: Path) -> None:
             server.stop()
         if closed_after_s is None:
             busy = f"master still busy {CLOSE_TIMEOUT_S:g} s after the end: killed"
-            print(f"| {rate} | - | {(m1 - m0) / (t1 - t0):.2f} | - | - | - | - | {busy} |")
+            cores = (m1 - m0) / (t1 - t0)
+            print(f"| {rate} | - | {cores:.2f} | - | - | - | - | - | {busy} | - |")
             continue
         (run,) = run_dirs(results)
         meta = json.loads((run / "run.json").read_text())
         with open(run / "requests.csv", newline="") as handle:
-            starts = [float(r["start_unix_s"]) for r in csv.DictReader(handle)]
-        received = sum(1 for s in starts if t0 <= s < t1) / (t1 - t0)
+            rows = [(r["request_id"], float(r["start_unix_s"])) for r in csv.DictReader(handle)]
+        received = sum(1 for _, s in rows if t0 <= s < t1) / (t1 - t0)
         master_cores = (m1 - m0) / (t1 - t0)
         worker_cores = statistics.mean(b - a for a, b in zip(w0, w1, strict=True)) / (t1 - t0)
+        shipped = meta["fleet"]["workers"].values()
+        held = max((w.get("held_max_records", 0) for w in shipped), default=0)
+        exact = len(rows) == len({rid for rid, _ in rows}) == sum(w["records"] for w in shipped)
         print(
             f"| {rate} | {received:.0f} | {master_cores:.2f} "
-            f"| {master_cores / received * 1e6:.1f} | {worker_cores:.2f} "
+            f"| {master_cores / received * 1e6:.1f} | {worker_cores:.2f} | {held} "
             f"| {meta['fleet']['late_records']} | {len(meta['fleet']['lost_workers'])} "
-            f"| {closed_after_s:.1f} |",
+            f"| {closed_after_s:.1f} | {'yes' if exact else 'NO'} ({len(rows)}) |",
             flush=True,
         )
 
@@ -571,7 +554,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
     parser.add_argument("--kvswarm-lib", default="", help="another kvswarm's lib/ folder")
     parser.add_argument("--ceiling", action="store_true", help="measure the master's ceiling")
-    parser.add_argument("--rates", type=int, nargs="+", default=[2000, 5000, 10000, 20000])
+    parser.add_argument("--rates", type=int, nargs="+", default=[2000, 4000, 8000])
+    parser.add_argument(
+        "--exporter", action="store_true", help="ceiling: the master serves the exporter"
+    )
+    parser.add_argument(
+        "--sink-us", type=float, default=0.0, help="ceiling: CPU µs a master sink burns per record"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the runs' files in /tmp")
     args = parser.parse_args()
     args.pinning = [p == "pinned" for p in args.pinning]

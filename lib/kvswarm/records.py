@@ -257,6 +257,31 @@ def record_from_dict(data: dict[str, Any]) -> RequestRecord:
     return RequestRecord(**known)
 
 
+class RowText:
+    """requests.csv rows as text, exactly as `RecordWriter` writes them.
+
+    A Locust worker renders its records' rows here and ships the text; the master appends
+    it as it is (`RecordWriter.append_rows`), so the formatting is spread over the workers.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\n")
+
+    def add(self, record: RequestRecord) -> None:
+        self._writer.writerow(to_row(record))
+
+    def add_header(self) -> None:
+        self._writer.writerow(CSV_COLUMNS)
+
+    def take(self) -> str:
+        """The rows added since the last `take`."""
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text
+
+
 class RecordWriter:
     """Appends records to requests.csv as they arrive.
 
@@ -269,17 +294,25 @@ class RecordWriter:
         self.path = path
         self.count = 0
         self._flush_interval_s = flush_interval_s
-        self._pending = io.StringIO()
-        self._pending_writer = csv.writer(self._pending, lineterminator="\n")
+        self._pending = RowText()
+        self._pending_rows: list[str] = []
         new_file = not path.exists() or path.stat().st_size == 0
         self._file = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
         if new_file:
-            self._pending_writer.writerow(CSV_COLUMNS)
+            self._pending.add_header()
         self._last_flush = time.monotonic()
 
     def append(self, record: RequestRecord) -> None:
-        self._pending_writer.writerow(to_row(record))
+        self._pending.add(record)
         self.count += 1
+        if time.monotonic() - self._last_flush >= self._flush_interval_s:
+            self.flush()
+
+    def append_rows(self, text: str, count: int) -> None:
+        """Append `count` rows already rendered by a `RowText` (whole rows, in order)."""
+        if text:
+            self._pending_rows.append(self._pending.take() + text)
+        self.count += count
         if time.monotonic() - self._last_flush >= self._flush_interval_s:
             self.flush()
 
@@ -288,14 +321,14 @@ class RecordWriter:
             self.append(record)
 
     def flush(self) -> None:
-        text = self._pending.getvalue()
+        self._pending_rows.append(self._pending.take())
+        text = "".join(self._pending_rows)
+        self._pending_rows = []
         if text:
             # Flushed to the OS, not fsync'ed: a killed process loses nothing, and an
             # fsync would block every greenlet (and every timestamp) for its duration.
             self._file.write(text)
             self._file.flush()
-            self._pending.seek(0)
-            self._pending.truncate()
         self._last_flush = time.monotonic()
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ import platform
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -111,6 +112,13 @@ class RunDirectory:
         key = "cancelled" if record.cancelled else ("ok" if record.ok else "failed")
         self.counts[key] = self.counts.get(key, 0) + 1
 
+    def add_rows(self, text: str, counts: Mapping[str, int]) -> None:
+        """Records already rendered as requests.csv rows (a worker's `RowText`), with how
+        many are ok, failed and cancelled."""
+        self.writer.append_rows(text, sum(counts.values()))
+        for key, count in counts.items():
+            self.counts[key] = self.counts.get(key, 0) + count
+
     def update(self, **changes: Any) -> None:
         """Replace some sections of run.json and rewrite it."""
         self.record = replace(self.record, **changes)
@@ -119,14 +127,19 @@ class RunDirectory:
     def write_meta(self) -> None:
         write_run_record(self.path, self.record)
 
-    def finish(self, *, status: str = "finished", reason: str = "") -> None:
-        """Flush every record, close the window and say how the run ended."""
+    def finish(
+        self, *, status: str = "finished", reason: str = "", load_ended_unix_s: float | None = None
+    ) -> None:
+        """Flush every record, close the window and say how the run ended.
+
+        The window ends at `load_ended_unix_s` when given (a master: when the test
+        stopped, before it waited for the workers' last records), else now."""
         self.writer.close()
         ended = time.time()
         self.update(
             status=status,
             status_reason=reason,
-            window=replace(self.record.window, end_unix_s=ended),
+            window=replace(self.record.window, end_unix_s=load_ended_unix_s or ended),
             ended_at=datetime.fromtimestamp(ended, tz=UTC).isoformat(),
             records=RecordCounts(total=self.writer.count, **self.counts),
         )

@@ -93,6 +93,17 @@ class WorkerShipment:
 
     records: int = _doc("records received from the worker", 0)
     final_batch: bool = _doc("its final batch arrived (false: the worker was lost)", False)
+    held_max_records: int = _doc(
+        "most records that waited on the worker at once because the master was behind "
+        "(0: the master kept up)",
+        0,
+    )
+    behind_s: float = _doc("seconds the worker had records waiting for the master", 0.0)
+    final_after_s: float = _doc(
+        "seconds after the test stopped that its final batch arrived (long: the master "
+        "was behind, and took in what waited on the worker)",
+        0.0,
+    )
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from kvswarm.live import LiveLatency
 # The module, not its names: it may be half-imported here (a locustfile that imports
 # kvswarm.locust.scenarios first reaches this module through LLMUser's).
 from kvswarm.locust import scenarios as scenario_users
+from kvswarm.locust.batches import RecordBatch
 from kvswarm.locust.binding import bind, plugin_of
 from kvswarm.locust.events import KvswarmEvents
 from kvswarm.locust.loopprobe import LoopProbe
@@ -129,7 +130,9 @@ class KvswarmPlugin:
         self.outbox = WorkerOutbox(environment, self.in_flight) if self.is_worker else None
         self.collector: MasterCollector | None = None
         if self.is_master:
-            self.collector = MasterCollector(environment, self._keep, lambda: self.run is not None)
+            self.collector = MasterCollector(
+                environment, self._keep_batch, lambda: self.run is not None
+            )
             self.collector.install()
             runner.register_message(ABORT_MESSAGE, self._on_worker_abort)
         bind(environment, self)
@@ -385,6 +388,17 @@ class KvswarmPlugin:
             self.run.add(request)
             self.events.record_kept.fire(record=request)
 
+    def _keep_batch(self, batch: RecordBatch) -> None:
+        """A worker's batch, on the master: its rows appended as the worker rendered them;
+        its records decoded only when a `record_kept` listener takes them."""
+        if self.run is None:
+            return
+        self.run.add_rows(batch.rows, batch.counts)
+        if self.events.record_kept._handlers:
+            fire = self.events.record_kept.fire
+            for record in batch.records():
+                fire(record=record)
+
     def _feed_live(self, record: RequestRecord, **_kwargs: Any) -> None:
         if self.live is not None:
             self.live.add(record)
@@ -409,6 +423,8 @@ class KvswarmPlugin:
         if run is None:
             return
         own = self.probe.stop("master" if self.is_master else "standalone")
+        # The load ends here; a master behind on records may take a while to receive the last.
+        load_ended = time.time()
         if self.collector is not None:
             run.update(fleet=self.collector.collect_final_batches())
         if self.server is not None:
@@ -420,7 +436,7 @@ class KvswarmPlugin:
             timer.kill(block=False)
         self._timers = []
         status, reason = self._ending or ("finished", "")
-        run.finish(status=status, reason=reason)
+        run.finish(status=status, reason=reason, load_ended_unix_s=load_ended)
         self.run = None
         self.summary_text = write_summary(run.path)
 
