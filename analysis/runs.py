@@ -35,6 +35,7 @@ __all__ = [
     "ItlGaps",
     "REQUESTS_CSV",
     "Run",
+    "TORN_LAST_LINE",
     "itl_values",
     "load_run",
     "open_run",
@@ -232,9 +233,10 @@ def read_requests(path: Path) -> pd.DataFrame:
     if missing:
         raise KvswarmError(f"{path}: column {missing[0]} is missing (not a kvswarm requests.csv?)")
     present = {name: dtype for name, dtype in dtypes.items() if name in header}
+    whole = _whole_lines(path)
     try:
         frame = pd.read_csv(
-            path,
+            path if whole is None else whole,
             dtype=present,
             keep_default_na=False,
             na_values={column.name: [""] for column in COLUMNS if column.nullable},
@@ -247,7 +249,29 @@ def read_requests(path: Path) -> pd.DataFrame:
     for column in COLUMNS:
         if column.kind == "bool":
             frame[column.name] = frame[column.name].fillna(0).astype(bool)
+    frame.attrs[TORN_LAST_LINE] = whole is not None
     return frame
+
+
+# `DataFrame.attrs` key: requests.csv ended in a cut-off line, which was left out.
+TORN_LAST_LINE = "torn_last_line"
+
+
+def _whole_lines(path: Path) -> io.BytesIO | None:
+    """None when the file ends with a line break (the usual case); else its text up to
+    the last one. Rows are written whole, so only a run killed while writing leaves a cut
+    last line behind, and only that line."""
+    with open(path, "rb") as handle:
+        handle.seek(0, io.SEEK_END)
+        size = handle.tell()
+        if size == 0:
+            return None
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return None
+        handle.seek(0)
+        text = handle.read()
+    return io.BytesIO(text[: text.rfind(b"\n") + 1])
 
 
 def load_run(directory: str | Path) -> Run:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from kvswarm.analysis.metrics import failures_by_category, goodput_per_s, hit_split, percentiles
 from kvswarm.analysis.outages import describe_outage, target_outages
-from kvswarm.analysis.runs import Run, itl_values
+from kvswarm.analysis.runs import TORN_LAST_LINE, Run, itl_values
 from kvswarm.runrecord import CPU_SHARE_LIMIT, LOOP_LAG_P99_LIMIT_MS
 
 PERCENTILES = (50, 90, 99)
@@ -204,6 +204,11 @@ def format_summary(
     lines = ["kvswarm summary (latencies in ms; exact percentiles over successful requests)"]
     if run is not None and run.record.status not in ("finished", "running"):
         lines.append(f"run {run.record.status}: {run.record.status_reason}")
+    if run is not None and run.requests.attrs.get(TORN_LAST_LINE):
+        lines.append(
+            "requests.csv ended in a cut-off line (the run was killed while writing it): "
+            "that request is left out"
+        )
     if run is not None and (server_line := _server_line(run)):
         lines.append(server_line)
     if run is not None:

@@ -188,3 +188,21 @@ def test_the_report_gives_the_hit_rate_three_ways(run_dir: Path, tmp_path: Path)
     assert rows["client: cached / prompt tokens in usage"][1] == f"{client:.1%}"
     assert rows["sampled window: prefix_cache_hit_rate"][1:] == ["68.0%", "Δhits / Δqueries"]
     assert "server counters" in rows
+
+
+def test_a_cut_off_last_line_is_left_out_and_the_summary_says_so(run_dir: Path) -> None:
+    """What a run killed while writing leaves behind: every whole row still reads."""
+    from kvswarm.analysis.summary import format_summary, summarize
+
+    whole = len(read_requests(run_dir / "requests.csv"))
+    text = (run_dir / "requests.csv").read_bytes()
+    last_line_start = text.rstrip(b"\n").rfind(b"\n") + 1
+    (run_dir / "requests.csv").write_bytes(text[: last_line_start + 25])
+    run = load_run(run_dir)
+    assert len(run.requests) == whole - 1
+    assert "cut-off line" in format_summary(summarize(run), str(run_dir), run)
+
+
+def test_a_whole_file_reads_every_row_and_says_nothing_of_a_cut(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    assert not run.requests.attrs["torn_last_line"]
