@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 # Failure categories: every failed request lands in exactly one.
 FAILURE_CATEGORIES = (
-    "connect",  # could not connect, or the connection failed before any response byte
+    "connect",  # could not connect, or could not send the request
     "http_<status>",  # the server answered with an HTTP error status (e.g. http_503)
     "timeout_ttft",  # no generated text within timeouts.ttft_s of the request start
     "timeout_idle",  # mid-stream, no data for timeouts.idle_s
+    "timeout_total",  # the response not over timeouts.total_s after the request start
     "disconnect",  # the stream was cut before its end
     "bad_chunk",  # unparseable HTTP, SSE, UTF-8 or JSON
     "server_error",  # the server sent an error object in the stream

@@ -29,7 +29,9 @@ class KvswarmEvents(Events):
     Fired on the results-owning process for every request record appended to the run
     (on the master: every record of every worker), after it is in requests.csv's buffer.
     This is where sinks attach (the live histograms when the web UI is on, an exporter),
-    and only when something reads them, so a run without them pays nothing. Keep
+    and only when something reads them, so a run without them pays nothing (on a master,
+    the records of a worker's batch are rebuilt from its packed form only when this event
+    has a listener: the rows themselves arrive rendered). Keep
     listeners cheap and O(1) per request whatever its token count (a record's `itl_s`
     holds one value per gap: use their mean or a bounded sample).
 
