@@ -24,6 +24,7 @@ VERB_MODULES = (
     "kvswarm.vllm.cli",  # adds `vllm` under llamacpp.cli's `engine` verb
     "kvswarm.locust.launcher",
     "kvswarm.analysis.cli",
+    "kvswarm.workloads.trace_cli",
 )
 
 

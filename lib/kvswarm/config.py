@@ -217,6 +217,15 @@ class ScenarioConfig:
     # Seconds a simulated user waits between requests (uniform in [min, max]).
     wait_min_s: Annotated[float, Field(ge=0.0)] = 0.0
     wait_max_s: Annotated[float, Field(ge=0.0)] = 0.0
+    # trace only (kvswarm.workloads.trace): the Mooncake-format trace file, its block size
+    # in tokens, the factor on its timestamps, the stretch of the scaled timeline replayed
+    # ([start_s, end_s) seconds from the first row) and a limit on the rows replayed.
+    path: str | None = None
+    block_tokens: PositiveInt = 512
+    time_scale: PositiveFloat = 1.0
+    start_s: Annotated[float, Field(ge=0.0)] = 0.0
+    end_s: PositiveFloat | None = None
+    max_rows: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _ranges_are_ordered(self) -> ScenarioConfig:
@@ -229,6 +238,8 @@ class ScenarioConfig:
             raise ValueError(
                 f"wait_max_s ({self.wait_max_s}) must be >= wait_min_s ({self.wait_min_s})"
             )
+        if self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError(f"end_s ({self.end_s}) must be > start_s ({self.start_s})")
         return self
 
 

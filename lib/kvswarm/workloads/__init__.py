@@ -41,8 +41,9 @@ from kvswarm.workloads.workload import (
 )
 
 # The modules of the workload types, imported (so registered) in this order: the order
-# of the built-in scenarios in every config, the original suite's.
-_TYPES = ("long_context", "code_generation", "multi_turn", "batch", "cold_start")
+# of the built-in scenarios in every config, the original suite's; then `trace`, which
+# is not built in (a trace scenario names its file).
+_TYPES = ("long_context", "code_generation", "multi_turn", "batch", "cold_start", "trace")
 for _module in _TYPES:
     import_module(f"{__name__}.{_module}")
 
