@@ -194,6 +194,13 @@ class KvswarmPlugin:
         previous = signal.getsignal(signal.SIGINT)
         if previous in (signal.SIG_IGN, None):
             return
+        if previous is signal.default_int_handler:
+            # Python's own KeyboardInterrupt, thrown into the main greenlet (where Locust
+            # waits for the test) from gevent's loop: raised from a handler of ours, it
+            # would print a traceback through that handler on every Ctrl-C.
+            hub = gevent.get_hub()
+            gevent.signal_handler(signal.SIGINT, self._interrupt_main, hub)
+            return
 
         def on_sigint(signum: int, frame: Any) -> None:
             self._note_signal("SIGINT")
@@ -206,6 +213,10 @@ class KvswarmPlugin:
 
     def _note_signal(self, name: str) -> None:
         self._signal = name
+
+    def _interrupt_main(self, hub: Any) -> None:
+        self._note_signal("SIGINT")
+        hub.parent.throw(KeyboardInterrupt)
 
     # -- test lifecycle ------------------------------------------------------------------
 
