@@ -41,6 +41,7 @@ import yaml
 
 from kvswarm.config import Config, load_config
 from kvswarm.errors import KvswarmError
+from kvswarm.interrupts import Interrupted, interruptible, pass_on
 from kvswarm.locust.naming import user_class_name
 from kvswarm.urls import metrics_url
 
@@ -356,12 +357,20 @@ def _run_scenario(args: argparse.Namespace, label: str, command: list[str], run:
     log_path = _locust_files(run) / f"{run.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # In a session of its own: a Ctrl-C reaches it through the demo only, once.
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         started = time.monotonic()
-        while process.poll() is None:
-            rows = _count_rows(run / "requests.csv")
-            _progress(label, time.monotonic() - started, args.seconds, rows, final=False)
-            time.sleep(1.0)
+        try:
+            while process.poll() is None:
+                rows = _count_rows(run / "requests.csv")
+                _progress(label, time.monotonic() - started, args.seconds, rows, final=False)
+                time.sleep(1.0)
+        except Interrupted as stop:
+            # It closes its run as interrupted by this signal; then the target is stopped.
+            pass_on(process, stop.signum)
+            raise
         rows = _count_rows(run / "requests.csv")
         _progress(label, time.monotonic() - started, args.seconds, rows, final=True)
     # Locust exits 1 when any request failed: the run still measured, and says so.
@@ -547,8 +556,17 @@ def run_demo(args: argparse.Namespace) -> int:
         flush=True,
     )
     runs: list[DemoRun] = []
-    for mode in args.modes:
-        runs += _run_mode(mode, args, root, names, len(runs), total)
+    try:
+        with interruptible():
+            for mode in args.modes:
+                runs += _run_mode(mode, args, root, names, len(runs), total)
+    except Interrupted as stop:
+        print(
+            f"kvswarm demo: {stop.name} received: the load test and the target are stopped; "
+            f"the runs so far are in {root}",
+            flush=True,
+        )
+        return stop.exit_code
     scaling = scaling_lines(load_config(None), load_config(root / "config.yaml"))
     text = format_headlines(runs, args, scenarios, scaling)
     (root / "headline.txt").write_text(text, encoding="utf-8")
