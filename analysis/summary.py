@@ -204,6 +204,11 @@ def format_summary(
     lines = ["kvswarm summary (latencies in ms; exact percentiles over successful requests)"]
     if run is not None and run.record.status not in ("finished", "running"):
         lines.append(f"run {run.record.status}: {run.record.status_reason}")
+    if run is not None and run.record.status == "running" and run.record.started_at:
+        lines.append(
+            "run not closed: run.json says it is still running (if its process was killed, "
+            "the requests of its last seconds are missing and its throughput is unknown)"
+        )
     if run is not None and run.requests.attrs.get(TORN_LAST_LINE):
         lines.append(
             "requests.csv ended in a cut-off line (the run was killed while writing it): "
