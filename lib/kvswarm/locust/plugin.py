@@ -55,6 +55,7 @@ from kvswarm.live import LiveLatency
 # The module, not its names: it may be half-imported here (a locustfile that imports
 # kvswarm.locust.scenarios first reaches this module through LLMUser's).
 from kvswarm.locust import scenarios as scenario_users
+from kvswarm.locust import webui
 from kvswarm.locust.batches import RecordBatch
 from kvswarm.locust.binding import bind, plugin_of
 from kvswarm.locust.events import KvswarmEvents
@@ -163,11 +164,13 @@ class KvswarmPlugin:
         events.quit.add_listener(self._on_quit)
         if self.owns_results:
             self._attach_exporter()
+            webui.watch_html_report(self)
         if self.environment.web_ui is not None:
             self._add_web_routes()
             # Fed only when something reads it; a headless run pays nothing for it.
             self.live = LiveLatency()
             self.events.record_kept.add_listener(self._feed_live)
+            webui.KvswarmWebUi(self).install()
 
     def _attach_exporter(self) -> None:
         """kvswarm's Prometheus exporter and the per-run server sampler, fed from the

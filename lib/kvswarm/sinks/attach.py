@@ -158,6 +158,7 @@ class ExporterBinding:
             mirror=self.exporter.mirror,
         )
         self.sampler.start(measuring=warmup_s <= 0)
+        self.exporter.sampler = self.sampler
         if warmup_s > 0:
             delay = max(0.0, record.window.measure_start_unix_s - time.time())
             self._timers.append(gevent.spawn_later(delay, self.sampler.mark_measuring))
@@ -167,6 +168,7 @@ class ExporterBinding:
             timer.kill(block=False)
         self._timers = []
         sampler, self.sampler = self.sampler, None
+        self.exporter.sampler = None
         if sampler is None:
             return
         section = sampler.close()

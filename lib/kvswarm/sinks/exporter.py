@@ -296,6 +296,8 @@ class Exporter:
         self.url: str | None = None  # where it serves /metrics, once serving
         # run.json's `server_metrics` of the last run closed (set by `ExporterBinding`).
         self.section: ServerMetricsSection | None = None
+        # The open run's sampler (set by `ExporterBinding`), for live window figures.
+        self.sampler: Any = None
 
     def _histogram(self, name: str, buckets: tuple[float, ...]) -> Histogram:
         return Histogram(name, _meaning(name), LOAD_LABELS, buckets=buckets, registry=self.registry)

@@ -116,6 +116,12 @@ class ServerSampler:
                 self._file = None
         return self._section(end)
 
+    def window_so_far(self) -> ServerMetricsSection:
+        """The window's figures from the first reading to the latest, without a new reading
+        (for a live view; warnings are in the section, not logged)."""
+        with self._lock:
+            return self._section(time.time(), log=False)
+
     # -- reading -----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -169,7 +175,7 @@ class ServerSampler:
 
     # -- the window ----------------------------------------------------------------------
 
-    def _section(self, end_unix_s: float) -> ServerMetricsSection:
+    def _section(self, end_unix_s: float, log: bool = True) -> ServerMetricsSection:
         start = self.start_unix_s
         window_s = end_unix_s - start if start is not None and end_unix_s > start else None
         sources = {
@@ -179,7 +185,7 @@ class ServerSampler:
         warnings = tuple(
             f"{name}: {source.warning}" for name, source in sources.items() if source.warning
         )
-        for warning in warnings:
+        for warning in warnings if log else ():
             logger.warning("kvswarm: server metrics: %s", warning)
         return ServerMetricsSection(
             interval_s=self.interval_s,

@@ -1,0 +1,242 @@
+"""kvswarm in Locust's web UI: the kvswarm tab in a real headless Chromium (Debian's chromium
++ chromium-driver, through Selenium), options from the start form, the downloads, and the
+kvswarm table in a headless run's `--html` report."""
+
+from __future__ import annotations
+
+import csv
+import html.parser
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from kvswarm.locust.llmtable import COLUMNS, latency_cell
+from kvswarm.sim import SimOptions, spawn_stack
+from kvswarm.sim.stack import StackProcess
+from tests.integration.test_locust_plugin import post, wait_for, wait_for_status
+from tests.integration.test_sim_http import FAST
+from tests.support.processes import REPO, free_port, run_dirs, run_locust
+
+SCREENSHOT = REPO / "docs" / "images" / "web-ui-kvswarm-tab.png"
+CLASSES = ("ColdStartUser", "BatchProcessingUser")
+SCENARIOS = ("batch_processing", "cold_start")
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[StackProcess]:
+    with spawn_stack(SimOptions(cost=FAST).with_free_ports()) as stack:
+        yield stack
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "target": {"max_model_len": 4096},
+                "generation": {"max_tokens": 16},
+                "scenarios": {
+                    "cold_start": {"unique_tokens": 300},
+                    "batch_processing": {
+                        "shared_tokens_min": 300, "shared_tokens_max": 400, "unique_tokens": 40,
+                    },
+                },
+            }
+        )
+    )  # fmt: skip
+    return path
+
+
+def chromium() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert binary and driver_path, (
+        "install Debian's chromium chromium-driver (scripts/setup-system.sh --dev)"
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--window-size=1600,900", "--disable-gpu"):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.implicitly_wait(10)
+    return driver
+
+
+def start_from_the_form(driver: Any, base: str) -> None:
+    """Fill Locust's start form, changing kvswarm options, and press START."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(base + "/")
+    for name, value in (("userCount", "4"), ("spawnRate", "4")):
+        # React keeps the field's value (clear() is undone): erase it as a person would.
+        driver.find_element(By.NAME, name).send_keys(Keys.END, Keys.BACKSPACE * 8, value)
+    driver.find_element(By.XPATH, "//*[text()='Custom parameters']").click()
+    Select(driver.find_element(By.NAME, "kvEndpoint")).select_by_value("completions")
+    Select(driver.find_element(By.NAME, "kvMode")).select_by_value("pd_disaggregated")
+    driver.find_element(By.NAME, "kvRunId").send_keys("from-the-form")
+    driver.find_element(By.XPATH, "//button[@type='submit']").click()
+
+
+def tab_rows(driver: Any) -> dict[str, dict[str, str]]:
+    """The kvswarm tab's rows, by their first cell, as column key -> text."""
+    from selenium.webdriver.common.by import By
+
+    rows = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "table tbody tr"):
+        cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        if len(cells) == len(COLUMNS):
+            rows[cells[0]] = dict(zip((key for key, _ in COLUMNS), cells, strict=True))
+    return rows
+
+
+def running_rows(driver: Any, timeout_s: float = 30) -> dict[str, dict[str, str]]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = tab_rows(driver)
+        if all(s in rows and rows[s]["ttft"] and rows[s]["tpot"] for s in SCENARIOS):
+            return rows
+        time.sleep(0.3)
+    raise AssertionError(f"the kvswarm tab never showed both scenarios: {tab_rows(driver)}")
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
+    sim: StackProcess, config: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    results = tmp_path / "results"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvswarm.cli", "locust", "-f", str(REPO / "locustfiles"),
+         "--web-host", "127.0.0.1", "--web-port", str(port), "--host", sim.base_url,
+         "--kv-config", str(config), "--kv-results", str(results),
+         "--kv-server-sample-interval", "0.5", *CLASSES],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    driver = chromium()
+    try:
+        wait_for(base + "/")
+        start_from_the_form(driver, base)
+        driver.find_element(By.XPATH, "//button[normalize-space()='kvswarm']").click()
+        while_running = running_rows(driver)
+        for scenario in SCENARIOS:
+            assert float(while_running[scenario]["ttft"].split(" / ")[0]) > 0
+            assert float(while_running[scenario]["tpot"].split(" / ")[0]) > 0
+            assert while_running[scenario]["mode"] == "pd_disaggregated"
+        assert "CPU" in while_running["load generators"]["detail"]
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOT))
+
+        post(base + "/stop", {})
+        run = results / "from-the-form"
+        wait_for_status(run)
+        # The test is over: the tab and the live view now hold the same, final records.
+        driver.get(base + "/?tab=kvswarm")
+        rows = running_rows(driver)
+        live = get_json(base + "/kvswarm/live")
+        downloaded = get_json(base + "/kvswarm/run.json")
+    finally:
+        driver.quit()
+        process.terminate()
+        process.communicate(timeout=30)
+    for scenario in SCENARIOS:
+        for metric in ("ttft", "tpot", "itl", "e2e"):
+            entry = live["percentiles_ms"][scenario][metric]
+            assert rows[scenario][metric] == latency_cell([entry[p] for p in ("p50", "p90", "p99")])
+    assert "prefix-cache hit rate" in rows["server (window so far)"]["detail"]
+    meta = json.loads((run / "run.json").read_text())
+    with open(run / "requests.csv", newline="") as handle:
+        requests = list(csv.DictReader(handle))
+    # Cancelled requests (in flight at the stop) are counted apart, as in the summary.
+    finished = [r for r in requests if r["failure"] != "cancelled"]
+    assert sum(int(rows[s]["requests"]) for s in SCENARIOS) == len(finished)
+    assert downloaded == meta
+    assert meta["options"]["endpoint"] == "completions"
+    assert meta["mode"] == "pd_disaggregated"
+    assert meta["options"]["run_id"] == "from-the-form"
+    assert meta["locust"]["users"] == 4
+
+
+class _KvswarmTable(html.parser.HTMLParser):
+    """The cells of the kvswarm section's table in an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = False
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "section" and ("id", "kvswarm") in attrs:
+            self.inside = True
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag == "td":
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self.inside = False
+        elif tag == "td" and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_the_html_report_of_a_headless_run_has_the_kvswarm_table(
+    sim: StackProcess, config: Path, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    report = tmp_path / "locust-report.html"
+    completed = run_locust(
+        ["-f", str(REPO / "locustfiles"), *CLASSES, "--headless", "-u", "4", "-r", "4",
+         "-t", "3s", "--host", sim.base_url, "--kv-config", str(config),
+         "--kv-results", str(results), "--html", str(report)],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (run,) = run_dirs(results)
+    with open(run / "requests.csv", newline="") as handle:
+        requests = list(csv.DictReader(handle))
+    parser = _KvswarmTable()
+    parser.feed(report.read_text(encoding="utf-8"))
+    table = {
+        cells[0]: dict(zip((key for key, _ in COLUMNS), cells, strict=True))
+        for cells in parser.rows
+        if cells
+    }
+    assert set(table) == set(SCENARIOS)
+    for scenario in SCENARIOS:
+        mine = [r for r in requests if r["scenario"] == scenario and r["failure"] != "cancelled"]
+        ok = [r for r in mine if r["ok"] == "1"]
+        assert int(table[scenario]["requests"]) == len(mine) > 0
+        for metric in ("ttft", "tpot", "e2e"):
+            values = [float(r[f"{metric}_ms"]) for r in ok if r[f"{metric}_ms"]]
+            expected = latency_cell(list(np.percentile(values, (50, 90, 99))))
+            assert table[scenario][metric] == expected
+        assert table[scenario]["mode"] == "non_disaggregated"
