@@ -195,6 +195,26 @@ def _load_lines(run: Run) -> list[str]:
     return lines
 
 
+# An open-loop request that went this late found every user busy at its arrival.
+LATE_MS = 10.0
+
+
+def _send_lag_line(run: Run) -> str | None:
+    """Open loop: how late requests went against their schedule."""
+    if "send_lag_ms" not in run.requests:
+        return None
+    lags = run.requests["send_lag_ms"].dropna().to_numpy(dtype=float)
+    if not len(lags):
+        return None
+    p50, p99 = np.percentile(lags, [50, 99])
+    late = int((lags > LATE_MS).sum())
+    advice = "; raise -u (the cap on requests in flight)" if late else ""
+    return (
+        f"open loop: send lag p50 {p50:.2f} ms, p99 {p99:.2f} ms; {late} of {len(lags)} "
+        f"requests went more than {LATE_MS:g} ms after their scheduled time{advice}"
+    )
+
+
 def format_summary(
     summaries: list[ScenarioSummary], results_dir: str, run: Run | None = None
 ) -> str:
@@ -219,6 +239,8 @@ def format_summary(
     if run is not None:
         lines.extend(_load_lines(run))
         lines.extend(describe_outage(outage) for outage in target_outages(run.requests))
+        if lag_line := _send_lag_line(run):
+            lines.append(lag_line)
     if not summaries:
         lines.append("  no requests were recorded")
     for s in summaries:

@@ -60,6 +60,7 @@ def _scenario_frame(
         else pd.Series(np.arange(n)).astype(str).radd("w-0-"),
         "worker_id": "local", "user_id": 0, "scenario": s.name, "mode": mode,
         "endpoint": "chat", "streamed": 1, "start_unix_s": np.round(start, 6),
+        "scheduled_unix_s": empty, "send_lag_ms": empty,
         "prefix_id": np.where(hit, "p-0", ""), "prefix_tokens": np.where(hit, 500, 0),
         "expected_hit": hit.astype(int),
         "prompt_tokens": s.prompt_tokens,

@@ -10,8 +10,9 @@ It sends what the run will send (the same endpoint, model, key and streaming), a
 one token, and reads the answer with kvswarm's own client, so what it judges is exactly
 what the run would meet: a target that refuses connections, one that is not
 OpenAI-compatible (an HTML page, 404 on the endpoint), one that accepts and never
-answers, a rejected key or model. A busy server (429, 503) is a warning, not a verdict:
-the run goes on and counts what it meets. `--kv-skip-preflight` skips it.
+answers, a rejected key, model or request (400, 401, 403). What may be the moment rather
+than the target (429, 5xx, a cut or malformed stream) is a warning, not a verdict: the
+run goes on and counts what it meets. `--kv-skip-preflight` skips it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ PREFLIGHT_REQUEST_ID = "kvswarm-preflight"
 # How long the pre-flight waits for its one token, at most (the config's timeouts, if
 # shorter, win): a target that accepts and never answers is found within this.
 PREFLIGHT_TIMEOUT_S = 30.0
-# Answers that say "busy", not "wrong": the run goes on.
-_BUSY = frozenset({"http_429", "http_503"})
+# Answers that say the target cannot serve the run, whatever the moment: the run stops.
+# Anything else (429, 5xx, a cut or malformed stream, an error in the stream) may be
+# the moment, not the target: a warning, and the run goes on and counts what it meets.
+_FATAL = frozenset({"connect", "timeout_ttft", "http_400", "http_401", "http_403", "http_404"})
 _SKIP = "(--kv-skip-preflight skips this check)"
 
 
@@ -73,7 +76,8 @@ def preflight(
         result = client.complete(request)
     finally:
         client.close()
-    url = f"POST {base_url.rstrip('/')}{client.target.path(endpoint)}"
+    target = client.target
+    url = f"POST {target.scheme}://{target.host_header}{target.path(endpoint)}"
     return _judge(result, url, bounded.ttft_s)
 
 
@@ -81,13 +85,20 @@ def _judge(result: StreamResult, url: str, waited_s: float) -> PreflightProblem 
     failure = result.failure
     if result.ok or failure == "empty":
         return None
-    if failure in _BUSY:
-        return PreflightProblem(
-            f"pre-flight: {url}: HTTP {result.status_code} (busy: {result.error}); "
-            "the run goes on and counts what it meets",
-            fatal=False,
-        )
-    return PreflightProblem(f"pre-flight: {url}: {_explain(result, waited_s)} {_SKIP}")
+    silent = failure == "timeout_total" and result.ttft_s is None  # not a token, ever
+    if failure in _FATAL or silent or _not_a_stream(result):
+        return PreflightProblem(f"pre-flight: {url}: {_explain(result, waited_s)} {_SKIP}")
+    return PreflightProblem(
+        f"pre-flight: {url}: {_explain(result, waited_s)}; the run goes on and counts what "
+        "it meets",
+        fatal=False,
+    )
+
+
+def _not_a_stream(result: StreamResult) -> bool:
+    """A 200 whose body is not an event stream (an HTML page): not an OpenAI server."""
+    content_type = result.headers.get("content-type", "text/event-stream").lower()
+    return result.status_code == 200 and not content_type.startswith("text/event-stream")
 
 
 def _explain(result: StreamResult, waited_s: float) -> str:

@@ -55,6 +55,9 @@ class RequestRecord:
     endpoint: str
     streamed: bool
     start_unix_s: float
+    # Open loop: when the schedule meant it to go (wall clock), and how late it went.
+    scheduled_unix_s: float | None = None
+    send_lag_s: float | None = None
     prefix_id: str = ""
     prefix_tokens: int = 0
     expected_hit: bool = False
@@ -122,6 +125,10 @@ def _ms(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds * 1000.0:.3f}"
 
 
+def _opt_float(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def _opt(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -147,6 +154,12 @@ COLUMNS: tuple[Column, ...] = (
            lambda r, i: _flag(r.streamed)),
     Column("start_unix_s", "float", "s", "wall-clock request start, for lining up with "
            "server logs and metrics", lambda r, i: f"{r.start_unix_s:.6f}"),
+    Column("scheduled_unix_s", "float", "s", "open loop (`--kv-arrival`): when the arrival "
+           "schedule meant the request to start; empty in a closed loop",
+           lambda r, i: _opt_float(r.scheduled_unix_s, 6), nullable=True, added_later=True),
+    Column("send_lag_ms", "float", "ms", "open loop: start - scheduled start (every user "
+           "busy at the arrival: the request went when one freed up)",
+           lambda r, i: _ms(r.send_lag_s), nullable=True, added_later=True),
     Column("prefix_id", "str", "", "the reusable prefix the request begins with (pool item "
            "or conversation); empty when unique from its first token", lambda r, i: r.prefix_id),
     Column("prefix_tokens", "int", "tokens", "that prefix's length",

@@ -146,3 +146,10 @@ def wait_for_rows(results: Path, count: int, timeout_s: float = 60) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"fewer than {count} rows after {timeout_s} s")
+
+
+def test_a_stream_cut_mid_way_is_the_moment_not_the_target_and_a_warning() -> None:
+    with start_stack(fast_options(faults=FaultConfig(disconnect_rate=1.0))) as sim:
+        problem = check(sim.base_url)
+    assert problem is not None and not problem.fatal
+    assert "the run goes on" in problem.message

@@ -10,13 +10,14 @@ endpoint whatever they were started with.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from kvswarm.client import Timeouts, api_key_from_environment
 from kvswarm.config import Config, load_config
 from kvswarm.errors import ConfigError
+from kvswarm.locust.arrivals import ARRIVALS, ArrivalPlan
 from kvswarm.locust.recorder import ITL_EVENTS
 from kvswarm.urls import check_url
 
@@ -30,6 +31,8 @@ RUN_UID_OPTION = "kv_run_uid"
 # Set the same way: the scenarios the test runs (comma-separated), so that a worker builds
 # pools for, and checks, only those (its own classes are every scenario of its config).
 RUN_SCENARIOS_OPTION = "kv_run_scenarios"
+# Set the same way: how many workers share an open-loop rate (each sends rate / W).
+FLEET_WORKERS_OPTION = "kv_fleet_workers"
 
 
 def add_arguments(parser: Any) -> None:
@@ -146,6 +149,35 @@ def add_arguments(parser: Any) -> None:
         "seconds (Retry-After, capped here, when the server sends it); 0: no wait",
     )
     parser.add_argument(
+        "--kv-arrival",
+        default="closed",
+        choices=ARRIVALS,
+        help="how requests arrive: closed (each user sends when its previous request "
+        "ends), or open loop at --kv-rate on a schedule a slow server does not slow down: "
+        "poisson, or gamma with --kv-burstiness; -u then caps the requests in flight",
+    )
+    parser.add_argument(
+        "--kv-rate",
+        type=float,
+        default=0.0,
+        help="open loop: requests per second, for the whole fleet",
+    )
+    parser.add_argument(
+        "--kv-burstiness",
+        type=float,
+        default=1.0,
+        help="open loop, gamma: the shape of the inter-arrival gaps (below 1 burstier, "
+        "above 1 more regular, 1 = poisson)",
+    )
+    parser.add_argument(
+        "--kv-fleet-workers",
+        dest=FLEET_WORKERS_OPTION,
+        type=int,
+        default=0,
+        include_in_web_ui=False,
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument(
         "--kv-run-uid",
         dest=RUN_UID_OPTION,
         default="",
@@ -159,6 +191,21 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
         help=argparse.SUPPRESS,
     )
+
+
+def _arrival_plan(get: Any) -> ArrivalPlan:
+    """The open-loop plan from the options; `ConfigError` for an open loop without a rate
+    or with a burstiness that is not positive."""
+    kind = get("kv_arrival") or "closed"
+    if kind not in ARRIVALS:
+        raise ConfigError(f"--kv-arrival: must be one of {', '.join(ARRIVALS)}, got {kind!r}")
+    rate = _seconds(get("kv_rate"), "--kv-rate", 0.0)
+    burstiness = _seconds(get("kv_burstiness"), "--kv-burstiness", 1.0)
+    if kind != "closed" and rate <= 0:
+        raise ConfigError(f"--kv-arrival {kind}: needs --kv-rate (requests per second) above 0")
+    if burstiness <= 0:
+        raise ConfigError(f"--kv-burstiness: must be above 0, got {burstiness:g}")
+    return ArrivalPlan(kind=kind, rate_per_s=rate, burstiness=burstiness)
 
 
 def _seconds(value: Any, option: str, default: float) -> float:
@@ -189,6 +236,8 @@ class KvOptions:
     reset_cache: bool = False
     skip_preflight: bool = False
     backoff_max_s: float = 5.0
+    arrival: ArrivalPlan = ArrivalPlan()
+    fleet_workers: int = 0
     run_uid: str = ""
     run_scenarios: tuple[str, ...] = ()
 
@@ -211,6 +260,8 @@ class KvOptions:
             reset_cache=bool(get("kv_reset_cache")),
             skip_preflight=bool(get("kv_skip_preflight")),
             backoff_max_s=_seconds(get("kv_backoff_max"), "--kv-backoff-max", 5.0),
+            arrival=_arrival_plan(get),
+            fleet_workers=int(get(FLEET_WORKERS_OPTION) or 0),
             run_uid=get(RUN_UID_OPTION) or "",
             run_scenarios=tuple(filter(None, (get(RUN_SCENARIOS_OPTION) or "").split(","))),
         )
@@ -229,6 +280,7 @@ class KvOptions:
             "reset_cache": self.reset_cache,
             "skip_preflight": self.skip_preflight,
             "backoff_max_s": self.backoff_max_s,
+            "arrival": asdict(self.arrival),
         }
 
 

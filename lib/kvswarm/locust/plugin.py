@@ -56,11 +56,13 @@ from kvswarm.live import LiveLatency
 # kvswarm.locust.scenarios first reaches this module through LLMUser's).
 from kvswarm.locust import scenarios as scenario_users
 from kvswarm.locust import webui
+from kvswarm.locust.arrivals import ArrivalSchedule
 from kvswarm.locust.batches import RecordBatch
 from kvswarm.locust.binding import bind, plugin_of
 from kvswarm.locust.events import KvswarmEvents
 from kvswarm.locust.loopprobe import LoopProbe
 from kvswarm.locust.options import (
+    FLEET_WORKERS_OPTION,
     RUN_SCENARIOS_OPTION,
     RUN_UID_OPTION,
     KvOptions,
@@ -117,6 +119,8 @@ class KvswarmPlugin:
         )
         # The live view's histograms: kept only when the web UI can serve them.
         self.live: LiveLatency | None = None
+        # Open loop: this process's arrival times (None: closed-loop users).
+        self.arrivals: ArrivalSchedule | None = None
         self.run: RunDirectory | None = None
         self.server: ServerWindow | None = None
         self.summary_text = ""
@@ -229,6 +233,7 @@ class KvswarmPlugin:
             self.settings = self._settings_for_this_test()
             self.recorder.itl_events = self.settings.options.itl_events
             self.probe.start(warmup_s=_warmup(self.settings.config))
+            self.arrivals = self._arrival_schedule()
             if self.owns_results:
                 self._open_run()
             else:
@@ -242,6 +247,17 @@ class KvswarmPlugin:
             self.scenarios.start()
         except KvswarmError as exc:
             self.abort(str(exc))
+
+    def _arrival_schedule(self) -> ArrivalSchedule | None:
+        """Open loop: this process's share of the rate (1/W of a W-worker fleet), on a
+        generator of its own (seeded with the config's seed and the worker's index)."""
+        plan = self.settings.options.arrival
+        if not plan.open_loop or self.is_master:
+            return None
+        workers = max(1, self.settings.options.fleet_workers) if self.is_worker else 1
+        index = max(0, getattr(self.environment.runner, "worker_index", 0))
+        seed = self.settings.config.seed * 1_000 + index
+        return ArrivalSchedule(plan, 1.0 / workers, seed, time.monotonic())
 
     def _settings_for_this_test(self) -> RunSettings:
         options = KvOptions.from_parsed(self.environment.parsed_options)
@@ -348,6 +364,8 @@ class KvswarmPlugin:
             setattr(options, RUN_UID_OPTION, self.run_uid)
             scenarios = scenario_users.scenario_classes(self.environment.user_classes)
             setattr(options, RUN_SCENARIOS_OPTION, ",".join(cls.scenario for cls in scenarios))
+            if self.is_master:
+                setattr(options, FLEET_WORKERS_OPTION, self.environment.runner.worker_count)
         if self.live is not None:
             self.live = LiveLatency()
         if self.collector is not None:

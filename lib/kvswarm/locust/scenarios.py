@@ -68,6 +68,8 @@ class ScenarioUser(LLMUser):
         self._drafting: gevent.Greenlet | None = None
 
     def wait_time(self) -> float:
+        if self.kv.arrivals is not None:
+            return 0.0  # open loop: the arrival schedule says when the next request goes
         return random.uniform(self._config.wait_min_s, self._config.wait_max_s)
 
     def on_stop(self) -> None:

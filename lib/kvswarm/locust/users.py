@@ -12,6 +12,7 @@ from gevent import GreenletExit
 from locust import User
 
 from kvswarm.client import CompletionRequest, StreamingClient, StreamResult
+from kvswarm.locust.arrivals import ArrivalSchedule
 from kvswarm.locust.backoff import Backoff
 from kvswarm.locust.binding import plugin_of
 from kvswarm.records import CANCELLED, RequestRecord, build_record
@@ -74,7 +75,7 @@ class LLMUser(User):
             extra=extra,
             request_id=request_id,
         )
-        identity = {
+        identity: dict[str, Any] = {
             "request_id": request_id,
             "worker_id": kv.worker_id,
             "user_id": self.user_id,
@@ -85,6 +86,8 @@ class LLMUser(User):
             "prefix_tokens": prefix_tokens,
             "expected_hit": expected_hit,
         }
+        if kv.arrivals is not None:
+            identity["scheduled_unix_s"] = self._wait_for_arrival(kv.arrivals)
         started = time.time()
         kv.in_flight[self.scenario] += 1
         try:
@@ -105,6 +108,10 @@ class LLMUser(User):
         finally:
             kv.in_flight[self.scenario] -= 1
         engine = kv.engine
+        if kv.arrivals is not None and result.start_unix_s:
+            # How late the request started against its schedule (the client's own start:
+            # after connecting, just before the request's bytes went).
+            identity["send_lag_s"] = max(0.0, result.start_unix_s - identity["scheduled_unix_s"])
         kv.recorder.report(build_record(result, engine.request_timings(result), **identity))
         if engine.is_context_error(result.status_code, result.error):
             kv.abort(
@@ -116,6 +123,16 @@ class LLMUser(User):
         if wait_s:
             gevent.sleep(wait_s)
         return result
+
+    @staticmethod
+    def _wait_for_arrival(arrivals: ArrivalSchedule) -> float:
+        """Open loop: wait for the next arrival time; when it is already past (every user
+        was busy), go now. The arrival time on the wall clock."""
+        scheduled = arrivals.take()
+        early = scheduled - time.monotonic()
+        if early > 0:
+            gevent.sleep(early)
+        return arrivals.to_unix(scheduled)
 
 
 def _flatten(messages: Sequence[Mapping[str, str]]) -> str:

@@ -1,0 +1,71 @@
+"""Open-loop arrivals: requests sent on a schedule that a slow server does not slow down.
+
+Closed-loop users (the default) send their next request when the previous one ends, so a
+server that slows down receives fewer requests, and queueing it would cause is hidden
+(coordinated omission). With `--kv-arrival poisson|gamma --kv-rate R` requests are sent
+at arrival times drawn in advance: inter-arrival gaps from an exponential (Poisson
+arrivals) or a gamma distribution of shape `--kv-burstiness` (below 1: burstier, above 1:
+more regular; 1 is Poisson), mean 1/R, from a seeded generator.
+
+Users are the senders: each idle user takes the next arrival time and sends its request
+then, so `-u` caps the requests in flight. When every user is busy at an arrival, its
+request goes out late, when a user frees up: each record carries its scheduled time and
+its lag (`scheduled_unix_s`, `send_lag_ms`), so latencies can be read from the schedule
+as well as from the send, and the summary reports the lag. In a fleet each of W workers
+sends R/W on its own generator (seeded with its index).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ARRIVALS", "ArrivalPlan", "ArrivalSchedule"]
+
+ARRIVALS = ("closed", "poisson", "gamma")
+
+
+@dataclass(frozen=True)
+class ArrivalPlan:
+    """How requests arrive: `closed` (users loop), or open loop at `rate_per_s`."""
+
+    kind: str = "closed"
+    rate_per_s: float = 0.0
+    # Gamma shape of the inter-arrival gaps (1.0: exponential, as `poisson`).
+    burstiness: float = 1.0
+
+    @property
+    def open_loop(self) -> bool:
+        return self.kind != "closed"
+
+    def shape(self) -> float:
+        return 1.0 if self.kind == "poisson" else self.burstiness
+
+
+class ArrivalSchedule:
+    """One process's arrival times: `take()` hands the next one to the user asking."""
+
+    def __init__(self, plan: ArrivalPlan, share: float, seed: int, start_s: float) -> None:
+        """`share`: this process's part of the plan's rate (1/W of a W-worker fleet);
+        `start_s`: the `time.monotonic()` of the first arrival's origin."""
+        self.plan = plan
+        self.rate_per_s = plan.rate_per_s * share
+        self._rng = np.random.default_rng(seed)
+        self._next_s = start_s
+        self._monotonic_to_unix = time.time() - time.monotonic()
+
+    def gap_s(self) -> float:
+        """One inter-arrival gap, mean 1 / rate."""
+        shape = self.plan.shape()
+        return float(self._rng.gamma(shape, 1.0 / (self.rate_per_s * shape)))
+
+    def take(self) -> float:
+        """The next arrival time (`time.monotonic()` seconds)."""
+        self._next_s += self.gap_s()
+        return self._next_s
+
+    def to_unix(self, monotonic_s: float) -> float:
+        """A monotonic arrival time on the wall clock of requests.csv's start times."""
+        return monotonic_s + self._monotonic_to_unix
