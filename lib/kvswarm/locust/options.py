@@ -107,6 +107,7 @@ def add_arguments(parser: Any) -> None:
         "--kv-exporter-bind",
         default="127.0.0.1",
         env_var="KVSWARM_EXPORTER_BIND",
+        include_in_web_ui=False,  # read once, when Locust starts: the form cannot change it
         help="address of kvswarm's Prometheus exporter (served by the master, or a "
         "standalone process); 0.0.0.0 to let other hosts scrape it",
     )
@@ -115,6 +116,7 @@ def add_arguments(parser: Any) -> None:
         type=int,
         default=9646,
         env_var="KVSWARM_EXPORTER_PORT",
+        include_in_web_ui=False,  # read once, when Locust starts: the form cannot change it
         help="port of kvswarm's Prometheus exporter /metrics; 0: no exporter (the stack's "
         "metrics are still sampled into server_metrics.jsonl)",
     )
