@@ -60,7 +60,6 @@ def _scenario_frame(
         else pd.Series(np.arange(n)).astype(str).radd("w-0-"),
         "worker_id": "local", "user_id": 0, "scenario": s.name, "mode": mode,
         "endpoint": "chat", "streamed": 1, "start_unix_s": np.round(start, 6),
-        "scheduled_unix_s": empty, "send_lag_ms": empty,
         "prefix_id": np.where(hit, "p-0", ""), "prefix_tokens": np.where(hit, 500, 0),
         "expected_hit": hit.astype(int),
         "prompt_tokens": s.prompt_tokens,
@@ -107,7 +106,10 @@ def write_synthetic_run(
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     frames = [_scenario_frame(s, mode, window_s, rng) for s in scenarios]
-    frame = pd.concat(frames, ignore_index=True)[list(CSV_COLUMNS)]
+    frame = pd.concat(frames, ignore_index=True)
+    # Columns a synthetic run has no value for (open loop, trace replay): empty, as in a
+    # real run that does not use them.
+    frame = frame.reindex(columns=list(CSV_COLUMNS), fill_value="")
     frame.to_csv(directory / "requests.csv", index=False, float_format="%.6f")
     record = RunRecord(
         run_id=directory.name,

@@ -260,7 +260,7 @@ def _scenario_problem(name: str, type_: object, types: Mapping[str, object]) -> 
     """What is wrong with scenario `name` of type `type_` (`scenarios.<name>...: why`)."""
     if not SCENARIO_NAME.fullmatch(name):
         return (
-            f"scenarios.{name}: a scenario name must be lower-case letters, digits and "
+            f"scenarios.{_key(name)}: a scenario name must be lower-case letters, digits and "
             "underscores, starting with a letter"
         )
     if type_ is None:

@@ -58,6 +58,8 @@ class RequestRecord:
     # Open loop: when the schedule meant it to go (wall clock), and how late it went.
     scheduled_unix_s: float | None = None
     send_lag_s: float | None = None
+    # Trace replay: the row of the trace file the request replays.
+    trace_row: int | None = None
     prefix_id: str = ""
     prefix_tokens: int = 0
     expected_hit: bool = False
@@ -160,6 +162,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("send_lag_ms", "float", "ms", "open loop: start - scheduled start (every user "
            "busy at the arrival: the request went when one freed up)",
            lambda r, i: _ms(r.send_lag_s), nullable=True, added_later=True),
+    Column("trace_row", "int", "", "trace replay: the row of the trace file (0-based) the "
+           "request replays; empty otherwise", lambda r, i: _opt(r.trace_row), nullable=True,
+           added_later=True),
     Column("prefix_id", "str", "", "the reusable prefix the request begins with (pool item "
            "or conversation); empty when unique from its first token", lambda r, i: r.prefix_id),
     Column("prefix_tokens", "int", "tokens", "that prefix's length",

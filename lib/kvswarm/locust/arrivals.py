@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ARRIVALS", "ArrivalPlan", "ArrivalSchedule"]
+__all__ = ["ARRIVALS", "ArrivalPlan", "ArrivalSchedule", "TraceSchedule", "monotonic_to_unix"]
 
 ARRIVALS = ("closed", "poisson", "gamma")
 
@@ -69,3 +69,34 @@ class ArrivalSchedule:
     def to_unix(self, monotonic_s: float) -> float:
         """A monotonic arrival time on the wall clock of requests.csv's start times."""
         return monotonic_s + self._monotonic_to_unix
+
+
+class TraceSchedule:
+    """A trace's rows on the trace's own timeline, for one process of a replay.
+
+    Row `p` of the selected rows is due `offsets_s[p]` seconds after the replay's start;
+    a process takes every `workers`-th row from its `index`, so every row goes exactly
+    once across a fleet whatever its size. Users take rows in order and send each at its
+    time: open loop, as with `ArrivalSchedule` (a row whose time finds every user busy
+    goes late, and its lag says so).
+    """
+
+    def __init__(self, offsets_s: list[float], index: int, workers: int, start_s: float) -> None:
+        self._due = [(p, start_s + offsets_s[p]) for p in range(index, len(offsets_s), workers)]
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def take(self) -> tuple[int, float] | None:
+        """The next row's position and time (`time.monotonic()` s); None when all went."""
+        if self._next >= len(self._due):
+            return None
+        slot = self._due[self._next]
+        self._next += 1
+        return slot
+
+
+def monotonic_to_unix(monotonic_s: float) -> float:
+    """A `time.monotonic()` instant on the wall clock of requests.csv's start times."""
+    return monotonic_s + time.time() - time.monotonic()

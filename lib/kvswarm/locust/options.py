@@ -33,6 +33,8 @@ RUN_UID_OPTION = "kv_run_uid"
 RUN_SCENARIOS_OPTION = "kv_run_scenarios"
 # Set the same way: how many workers share an open-loop rate (each sends rate / W).
 FLEET_WORKERS_OPTION = "kv_fleet_workers"
+# Set the same way: the wall-clock start of a trace replay's timeline, common to the fleet.
+REPLAY_START_OPTION = "kv_replay_start_unix"
 
 
 def add_arguments(parser: Any) -> None:
@@ -180,6 +182,14 @@ def add_arguments(parser: Any) -> None:
         help=argparse.SUPPRESS,
     )
     parser.add_argument(
+        "--kv-replay-start",
+        dest=REPLAY_START_OPTION,
+        type=float,
+        default=0.0,
+        include_in_web_ui=False,
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument(
         "--kv-run-uid",
         dest=RUN_UID_OPTION,
         default="",
@@ -240,6 +250,7 @@ class KvOptions:
     backoff_max_s: float = 5.0
     arrival: ArrivalPlan = ArrivalPlan()
     fleet_workers: int = 0
+    replay_start_unix: float = 0.0
     run_uid: str = ""
     run_scenarios: tuple[str, ...] = ()
 
@@ -264,6 +275,7 @@ class KvOptions:
             backoff_max_s=_seconds(get("kv_backoff_max"), "--kv-backoff-max", 5.0),
             arrival=_arrival_plan(get),
             fleet_workers=int(get(FLEET_WORKERS_OPTION) or 0),
+            replay_start_unix=float(get(REPLAY_START_OPTION) or 0.0),
             run_uid=get(RUN_UID_OPTION) or "",
             run_scenarios=tuple(filter(None, (get(RUN_SCENARIOS_OPTION) or "").split(","))),
         )

@@ -56,13 +56,14 @@ from kvswarm.live import LiveLatency
 # kvswarm.locust.scenarios first reaches this module through LLMUser's).
 from kvswarm.locust import scenarios as scenario_users
 from kvswarm.locust import webui
-from kvswarm.locust.arrivals import ArrivalSchedule
+from kvswarm.locust.arrivals import ArrivalSchedule, TraceSchedule
 from kvswarm.locust.batches import RecordBatch
 from kvswarm.locust.binding import bind, plugin_of
 from kvswarm.locust.events import KvswarmEvents
 from kvswarm.locust.loopprobe import LoopProbe
 from kvswarm.locust.options import (
     FLEET_WORKERS_OPTION,
+    REPLAY_START_OPTION,
     RUN_SCENARIOS_OPTION,
     RUN_UID_OPTION,
     KvOptions,
@@ -80,6 +81,9 @@ from kvswarm.runrecord import FleetSection, LocustSection, ProcessLoad, Window
 from kvswarm.urls import metrics_url
 
 __all__ = ["KvswarmPlugin", "exit_with", "plugin_of"]
+
+# Seconds between a test's start and its trace replay's first row: users spawn meanwhile.
+REPLAY_GRACE_S = 1.0
 
 ABORT_MESSAGE = "kvswarm_abort"
 SUMMARY_TXT = "summary.txt"
@@ -121,6 +125,9 @@ class KvswarmPlugin:
         self.live: LiveLatency | None = None
         # Open loop: this process's arrival times (None: closed-loop users).
         self.arrivals: ArrivalSchedule | None = None
+        # Trace replays: per scenario, this process's rows and their times.
+        self._trace_schedules: dict[str, TraceSchedule] = {}
+        self._replay_start_unix = 0.0
         self.run: RunDirectory | None = None
         self.server: ServerWindow | None = None
         self.summary_text = ""
@@ -234,6 +241,8 @@ class KvswarmPlugin:
             self.recorder.itl_events = self.settings.options.itl_events
             self.probe.start(warmup_s=_warmup(self.settings.config))
             self.arrivals = self._arrival_schedule()
+            self._trace_schedules = {}
+            self._replay_start_unix = self.settings.options.replay_start_unix
             if self.owns_results:
                 self._open_run()
             else:
@@ -254,10 +263,29 @@ class KvswarmPlugin:
         plan = self.settings.options.arrival
         if not plan.open_loop or self.is_master:
             return None
-        workers = max(1, self.settings.options.fleet_workers) if self.is_worker else 1
-        index = max(0, getattr(self.environment.runner, "worker_index", 0))
+        workers, index = self._fleet_share()
         seed = self.settings.config.seed * 1_000 + index
         return ArrivalSchedule(plan, 1.0 / workers, seed, time.monotonic())
+
+    def _fleet_share(self) -> tuple[int, int]:
+        """How many processes share the load's schedule, and this one's place among them
+        (a standalone process: 1 and 0)."""
+        if not self.is_worker:
+            return 1, 0
+        workers = max(1, self.settings.options.fleet_workers)
+        return workers, max(0, getattr(self.environment.runner, "worker_index", 0)) % workers
+
+    def trace_schedule(self, scenario: str, offsets_s: list[float]) -> TraceSchedule:
+        """A trace replay's rows for this process (every W-th of a W-worker fleet), on the
+        timeline that starts at the fleet's common replay start; made on first use."""
+        schedule = self._trace_schedules.get(scenario)
+        if schedule is None:
+            start_unix = self._replay_start_unix or time.time()
+            start = time.monotonic() + (start_unix - time.time())
+            workers, index = self._fleet_share()
+            schedule = TraceSchedule(offsets_s, index, workers, start)
+            self._trace_schedules[scenario] = schedule
+        return schedule
 
     def _settings_for_this_test(self) -> RunSettings:
         options = KvOptions.from_parsed(self.environment.parsed_options)
@@ -366,6 +394,9 @@ class KvswarmPlugin:
             setattr(options, RUN_SCENARIOS_OPTION, ",".join(cls.scenario for cls in scenarios))
             if self.is_master:
                 setattr(options, FLEET_WORKERS_OPTION, self.environment.runner.worker_count)
+            # A trace replay's timeline starts once the users have had time to spawn.
+            self._replay_start_unix = time.time() + REPLAY_GRACE_S
+            setattr(options, REPLAY_START_OPTION, self._replay_start_unix)
         if self.live is not None:
             self.live = LiveLatency()
         if self.collector is not None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust import tag, task
+from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from kvswarm.client import CompletionRequest, StreamingClient
@@ -66,10 +67,12 @@ class ScenarioUser(LLMUser):
         self.workload: Workload = self.kv.scenarios.new_workload(self.scenario, self.user_id)
         self._config = self.kv.settings.config.scenarios[self.scenario]
         self._drafting: gevent.Greenlet | None = None
+        # A trace replay's due times, by position (None: requests go when ready).
+        self._timeline = self.workload.replay_offsets_s()
 
     def wait_time(self) -> float:
-        if self.kv.arrivals is not None:
-            return 0.0  # open loop: the arrival schedule says when the next request goes
+        if self.kv.arrivals is not None or self._timeline is not None:
+            return 0.0  # open loop: the schedule says when the next request goes
         return random.uniform(self._config.wait_min_s, self._config.wait_max_s)
 
     def on_stop(self) -> None:
@@ -80,6 +83,8 @@ class ScenarioUser(LLMUser):
 
     def next_request(self) -> None:
         """Send the workload's next request; a successful reply goes back to it."""
+        if self._timeline is not None:
+            return self._replay_next(self._timeline)
         workload = self.workload
         request = workload.count_sent(self._take_draft())
         if not workload.next_depends_on_reply:
@@ -96,6 +101,26 @@ class ScenarioUser(LLMUser):
             workload.observe_reply(request, result.text)
         if workload.next_depends_on_reply:
             self._draft_next()
+
+    def _replay_next(self, offsets_s: list[float]) -> None:
+        """A trace replay: this process's next row, sent at its time; the user stops when
+        every row of this process has gone."""
+        slot = self.kv.trace_schedule(self.scenario, offsets_s).take()
+        if slot is None:
+            raise StopUser()
+        position, due_s = slot
+        workload = self.workload
+        request = workload.count_sent(workload.request_at(position))
+        self.send(
+            messages=request.messages,
+            prompt=request.prompt,
+            max_tokens=request.max_tokens,
+            prefix_id=request.prefix_id,
+            prefix_tokens=request.prefix_tokens,
+            expected_hit=request.expected_hit,
+            due_s=due_s,
+            trace_row=getattr(workload, "row_index", lambda p: p)(position),
+        )
 
     def _draft_next(self) -> None:
         self._drafting = gevent.spawn(self.workload.draft_request)

@@ -12,7 +12,7 @@ from gevent import GreenletExit
 from locust import User
 
 from kvswarm.client import CompletionRequest, StreamingClient, StreamResult
-from kvswarm.locust.arrivals import ArrivalSchedule
+from kvswarm.locust.arrivals import monotonic_to_unix
 from kvswarm.locust.backoff import Backoff
 from kvswarm.locust.binding import plugin_of
 from kvswarm.records import CANCELLED, RequestRecord, build_record
@@ -55,8 +55,13 @@ class LLMUser(User):
         prefix_id: str = "",
         prefix_tokens: int = 0,
         expected_hit: bool = False,
+        due_s: float | None = None,
+        trace_row: int | None = None,
     ) -> StreamResult:
-        """Send one completion request (chat or completions, as configured) and report it."""
+        """Send one completion request (chat or completions, as configured) and report it.
+
+        `due_s` (`time.monotonic()`): when a timeline (a trace replay) wants it sent;
+        without one, an open-loop run's next arrival time, or at once (closed loop)."""
         kv = self.kv
         settings = kv.settings
         config = settings.config
@@ -86,8 +91,12 @@ class LLMUser(User):
             "prefix_tokens": prefix_tokens,
             "expected_hit": expected_hit,
         }
-        if kv.arrivals is not None:
-            identity["scheduled_unix_s"] = self._wait_for_arrival(kv.arrivals)
+        if due_s is None and kv.arrivals is not None:
+            due_s = kv.arrivals.take()
+        if due_s is not None:
+            identity["scheduled_unix_s"] = self._wait_until(due_s)
+        if trace_row is not None:
+            identity["trace_row"] = trace_row
         started = time.time()
         kv.in_flight[self.scenario] += 1
         try:
@@ -108,7 +117,7 @@ class LLMUser(User):
         finally:
             kv.in_flight[self.scenario] -= 1
         engine = kv.engine
-        if kv.arrivals is not None and result.start_unix_s:
+        if due_s is not None and result.start_unix_s:
             # How late the request started against its schedule (the client's own start:
             # after connecting, just before the request's bytes went).
             identity["send_lag_s"] = max(0.0, result.start_unix_s - identity["scheduled_unix_s"])
@@ -125,14 +134,13 @@ class LLMUser(User):
         return result
 
     @staticmethod
-    def _wait_for_arrival(arrivals: ArrivalSchedule) -> float:
-        """Open loop: wait for the next arrival time; when it is already past (every user
-        was busy), go now. The arrival time on the wall clock."""
-        scheduled = arrivals.take()
-        early = scheduled - time.monotonic()
+    def _wait_until(due_s: float) -> float:
+        """Wait for `due_s` (monotonic); when it is already past (every user was busy), go
+        now. The due time on the wall clock."""
+        early = due_s - time.monotonic()
         if early > 0:
             gevent.sleep(early)
-        return arrivals.to_unix(scheduled)
+        return monotonic_to_unix(due_s)
 
 
 def _flatten(messages: Sequence[Mapping[str, str]]) -> str:

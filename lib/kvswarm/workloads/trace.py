@@ -149,6 +149,22 @@ class TraceWorkload(Workload):
         rows = scenario_trace("trace", config).rows
         return max(r.input_length for r in rows), "path"
 
+    def replay_offsets_s(self) -> list[float] | None:
+        """Row `p` is due `(timestamp_p - timestamp_0) * time_scale` after the replay's
+        start; None for a trace without timestamps (its rows go when a user is ready)."""
+        rows = self.trace.rows
+        if rows[0].timestamp_ms is None:
+            return None
+        first, scale = rows[0].timestamp_ms, self.context.config.time_scale
+        return [(row.timestamp_ms - first) * scale / 1000.0 for row in rows]  # type: ignore[operator]
+
+    def request_at(self, position: int) -> PromptRequest:
+        return self.request_for(position)
+
+    def row_index(self, position: int) -> int:
+        """The file position of the row at `position` of the selection (its `index`)."""
+        return self.trace.rows[position].index
+
     def request_for(self, position: int) -> PromptRequest:
         """The request of `self.trace.rows[position]` (not counted in `stats`)."""
         row = self.trace.rows[position]

@@ -252,6 +252,16 @@ class Workload(ABC):
     def prompt_bound(cls, config: ScenarioConfig, tag_tokens: int) -> tuple[int, str]:
         """The longest prompt this config can produce, and the config key that bounds it."""
 
+    def replay_offsets_s(self) -> list[float] | None:
+        """A workload on a timeline of its own (a trace): when each of its requests is due,
+        in seconds from the replay's start, by position (`request_at`); None (the
+        default): requests go when the user is ready."""
+        return None
+
+    def request_at(self, position: int) -> PromptRequest:
+        """The request at `position` of the timeline (`replay_offsets_s`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no timeline")
+
     def next_request(self) -> PromptRequest:
         """The next request of this user, counted as sent."""
         return self.count_sent(self.draft_request())
