@@ -19,6 +19,7 @@ from kvswarm.errors import KvswarmError
 # Modules that contribute verbs, in the order `--help` lists them.
 VERB_MODULES = (
     "kvswarm.demo",
+    "kvswarm.matrix",
     "kvswarm.sim.cli",
     "kvswarm.llamacpp.cli",
     "kvswarm.vllm.cli",  # adds `vllm` under llamacpp.cli's `engine` verb

@@ -28,11 +28,6 @@ non-disaggregated mode only, with prompts scaled to its 4096-token slots.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib.util
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,14 +36,19 @@ import yaml
 
 from kvswarm.config import Config, load_config
 from kvswarm.errors import KvswarmError
-from kvswarm.interrupts import Interrupted, interruptible, pass_on
-from kvswarm.locust.naming import user_class_name
-from kvswarm.urls import metrics_url
+from kvswarm.headless import (
+    RUN_OVERHEAD_S,
+    HeadlessRun,
+    run_headless,
+    stack_metrics_endpoints,
+    write_comparison_report,
+)
+from kvswarm.interrupts import Interrupted, interruptible
 
 if TYPE_CHECKING:
     from kvswarm.analysis.headline import Headline
 
-__all__ = ["MODES", "DemoRun", "format_headlines", "register", "run_demo", "scenario_configs"]
+__all__ = ["MODES", "format_headlines", "register", "run_demo", "scenario_configs"]
 
 MODES = ("non_disaggregated", "pd_disaggregated")
 
@@ -124,21 +124,6 @@ SIZE_FIELDS = (
     ("max_history_tokens", None, "history cap"),
     ("pool_size", None, "pool"),
 )
-# Users started per second: staggered starts keep the users of one scenario from sending
-# their first requests (all designed misses, or hits on a prefix still being prefilled) in
-# lockstep.
-SPAWN_RATE = 1.0
-# Seconds one run or one stack start takes beyond its load time, for the estimate.
-RUN_OVERHEAD_S = 3.0
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoRun:
-    """One scenario's run in one mode, and where it wrote its results."""
-
-    mode: str
-    scenario: str
-    path: Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -281,22 +266,6 @@ def scaling_lines(original: Config, demo: Config) -> list[str]:
     return lines
 
 
-def _count_rows(csv_path: Path) -> int:
-    try:
-        with open(csv_path, "rb") as handle:
-            return max(sum(1 for _ in handle) - 1, 0)
-    except FileNotFoundError:
-        return 0
-
-
-def _progress(label: str, elapsed: float, total: float, requests: int, final: bool) -> None:
-    line = f"  {label}: {min(elapsed, total):3.0f}/{total:.0f} s, {requests} requests"
-    if sys.stdout.isatty():
-        print("\r" + line, end="\n" if final else "", flush=True)
-    elif final:
-        print(line, flush=True)
-
-
 def _start_target(mode: str, engine: str, mode_dir: Path) -> Any:
     """The server under test, as a context manager with `base_url` and `metrics_urls`."""
     if engine == "vllm" and mode == "pd_disaggregated":
@@ -326,63 +295,14 @@ def _start_target(mode: str, engine: str, mode_dir: Path) -> Any:
     return spawn_stack(SimOptions(mode=mode).with_free_ports(), log_path=mode_dir / "sim.log")
 
 
-def _locustfile() -> str:
-    """The path of the locustfile shipped in the package (found without importing Locust)."""
-    spec = importlib.util.find_spec("kvswarm.locustfile")
-    if spec is None or spec.origin is None:
-        raise KvswarmError("kvswarm.locustfile is missing: reinstall kvswarm")
-    return spec.origin
-
-
-def _locust_command(
-    args: argparse.Namespace, mode: str, scenario: str, base_url: str, config: Path, run: Path
-) -> list[str]:
-    return [
-        sys.executable, "-m", "locust", "-f", _locustfile(), "--headless",
-        "-u", str(args.users), "-r", str(SPAWN_RATE), "-t", f"{args.seconds:g}s",
-        "--host", base_url, "--kv-mode", mode, "--kv-config", str(config),
-        "--kv-results", str(run.parent), "--kv-run-id", run.name,
-        "--csv", str(_locust_files(run) / run.name), "--only-summary",
-        user_class_name(scenario),
-    ]  # fmt: skip
-
-
-def _locust_files(run: Path) -> Path:
-    """Where Locust's log and CSVs of a run go: beside the run directory, which kvswarm
-    creates itself (it refuses to reuse one)."""
-    return run.parent / "locust"
-
-
-def _run_scenario(args: argparse.Namespace, label: str, command: list[str], run: Path) -> None:
-    log_path = _locust_files(run) / f"{run.name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as log:
-        # In a session of its own: a Ctrl-C reaches it through the demo only, once.
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        started = time.monotonic()
-        try:
-            while process.poll() is None:
-                rows = _count_rows(run / "requests.csv")
-                _progress(label, time.monotonic() - started, args.seconds, rows, final=False)
-                time.sleep(1.0)
-        except Interrupted as stop:
-            # It closes its run as interrupted by this signal; then the target is stopped.
-            pass_on(process, stop.signum)
-            raise
-        rows = _count_rows(run / "requests.csv")
-        _progress(label, time.monotonic() - started, args.seconds, rows, final=True)
-    # Locust exits 1 when any request failed: the run still measured, and says so.
-    if process.returncode not in (0, 1):
-        raise KvswarmError(
-            f"the {label} load test failed (exit {process.returncode}); see {log_path}"
-        )
+def _check_exit(run: HeadlessRun, label: str, code: int) -> None:
+    if code != 0:
+        raise KvswarmError(f"the {label} load test failed (exit {code}); see {run.log_path}")
 
 
 def _run_mode(
     mode: str, args: argparse.Namespace, root: Path, scenarios: list[str], done: int, total: int
-) -> list[DemoRun]:
+) -> list[HeadlessRun]:
     """Start the target once, then run each scenario against it in turn."""
     target = {"llamacpp": "llama-server", "vllm": "vLLM (CPU build)"}.get(
         args.engine, "the simulated stack"
@@ -392,21 +312,21 @@ def _run_mode(
     mode_dir.mkdir(parents=True, exist_ok=True)
     runs = []
     with _start_target(mode, args.engine, mode_dir) as stack:
-        # The target's own page is read anyway: list only the stack's other pages, so
-        # none is scraped twice.
-        target_url = metrics_url(stack.base_url)
-        extra = {k: v for k, v in getattr(stack, "metrics_urls", {}).items() if v != target_url}
         config = mode_dir / "config.yaml"
-        write_config(config, args.engine, extra, _user_scenarios(args.config))
+        write_config(
+            config, args.engine, stack_metrics_endpoints(stack), _user_scenarios(args.config)
+        )
         store = getattr(getattr(stack, "info", None), "kv_store", None)
         where = f"{stack.base_url}" + (f", KV store: {store}" if store else "")
         print(f"{mode}: {where}", flush=True)
         for number, scenario in enumerate(scenarios, done + 1):
             label = f"[{number}/{total}] {mode} {scenario}"
-            run = mode_dir / scenario
-            command = _locust_command(args, mode, scenario, stack.base_url, config, run)
-            _run_scenario(args, label, command, run)
-            runs.append(DemoRun(mode, scenario, run))
+            run = HeadlessRun(
+                mode, scenario, stack.base_url, config, mode_dir / scenario,
+                users=args.users, seconds=args.seconds,
+            )  # fmt: skip
+            _check_exit(run, label, run_headless(run, label))
+            runs.append(run)
     return runs
 
 
@@ -489,7 +409,7 @@ def _row(h: Headline, cold_ms: float | None) -> str:
     )
 
 
-def _mode_table(mode: str, runs: list[DemoRun], engine: str, baselines: set[str]) -> list[str]:
+def _mode_table(mode: str, runs: list[HeadlessRun], engine: str, baselines: set[str]) -> list[str]:
     """One mode's title and rows; the cold column is the baseline scenario's median TTFT."""
     from kvswarm.analysis.headline import kv_store, scenario_headline
     from kvswarm.analysis.runs import load_run
@@ -506,7 +426,7 @@ def _mode_table(mode: str, runs: list[DemoRun], engine: str, baselines: set[str]
 
 
 def format_headlines(
-    runs: list[DemoRun],
+    runs: list[HeadlessRun],
     args: argparse.Namespace,
     scenarios: list[tuple[str, Any]],
     scaling: list[str],
@@ -555,7 +475,7 @@ def run_demo(args: argparse.Namespace) -> int:
         f"each with {args.users} users (about {estimate / 60:.1f} min); results in {root}",
         flush=True,
     )
-    runs: list[DemoRun] = []
+    runs: list[HeadlessRun] = []
     try:
         with interruptible():
             for mode in args.modes:
@@ -573,15 +493,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print()
     print(text, end="")
     print(f"runs: {root}/<mode>/<scenario>/ (summary.txt, requests.csv, run.json)")
-    print(f"comparison: {write_comparison_report(runs, root)}")
+    comparison = write_comparison_report([run.path for run in runs], root / "comparison")
+    print(f"comparison: {comparison}")
     print(f"results: {root}")
     return 0
-
-
-def write_comparison_report(runs: list[DemoRun], root: Path) -> Path:
-    """The comparison of every run (PD vs non-PD, cache hits vs misses and cold start)
-    under `root/comparison/`; returns the Markdown report's path."""
-    from kvswarm.analysis.cli import write_comparison
-
-    files = write_comparison([(run.path, None) for run in runs], root / "comparison")
-    return files[0]
