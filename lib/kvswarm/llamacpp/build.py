@@ -6,6 +6,10 @@ Only the `llama-server` target is built (tests, examples and the web UI are off,
 is never downloaded), statically linked and tuned for this CPU, into
 `<cache>/llama.cpp-11434/bin/llama-server`. A second call finds it there and returns at
 once; a lock makes a concurrent caller wait for the first build instead of starting one.
+
+`cuda=True` builds the CUDA variant instead (for an NVIDIA GPU with the CUDA toolkit's
+nvcc; Hopper, sm_90, only), into its own `<cache>/llama.cpp-11434-cuda/`, with the CPU
+code built for a generic x86-64 rather than tuned to the building machine.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ CMAKE_OPTIONS = (
     f"-DLLAMA_BUILD_NUMBER={LLAMA_CPP_BUILD}",
 )
 
+# The CUDA variant: everything above, CPU tuning off, CUDA kernels for sm_90 (H100/H200).
+CUDA_CMAKE_OPTIONS = (
+    *(option for option in CMAKE_OPTIONS if option != "-DGGML_NATIVE=ON"),
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_CUDA=ON",
+    "-DCMAKE_CUDA_ARCHITECTURES=90",
+    "-DGGML_CUDA_NCCL=OFF",
+)
+
 _PROGRESS = re.compile(r"^\[\s*\d+(/\d+|%)\]")
 
 
@@ -62,14 +75,14 @@ class LlamaServerBuild:
     build_seconds: float  # wall time the build took when it was made
 
 
-def build_root() -> Path:
-    """`<cache>/llama.cpp-<build>/`: the binary in `bin/`, sources and objects in `work/`."""
-    return cache_root() / f"llama.cpp-{LLAMA_CPP_BUILD}"
+def build_root(*, cuda: bool = False) -> Path:
+    """`<cache>/llama.cpp-<build>[-cuda]/`: the binary in `bin/`, sources and objects in `work/`."""
+    return cache_root() / f"llama.cpp-{LLAMA_CPP_BUILD}{'-cuda' if cuda else ''}"
 
 
-def cached_llama_server() -> LlamaServerBuild | None:
+def cached_llama_server(*, cuda: bool = False) -> LlamaServerBuild | None:
     """The cached build, or None when this machine has not built it yet."""
-    stamp = build_root() / "bin" / "build.json"
+    stamp = build_root(cuda=cuda) / "bin" / "build.json"
     try:
         info = json.loads(stamp.read_text())
     except (OSError, ValueError):
@@ -86,33 +99,41 @@ def cached_llama_server() -> LlamaServerBuild | None:
 
 
 def ensure_llama_server(
-    *, jobs: int = DEFAULT_JOBS, out: TextIO | None = None, verbose: bool = False
+    *,
+    jobs: int = DEFAULT_JOBS,
+    out: TextIO | None = None,
+    verbose: bool = False,
+    cuda: bool = False,
 ) -> LlamaServerBuild:
     """Return the cached `llama-server`, building it first if this machine has none.
 
     Progress goes to `out` (default stderr): one line per compiled file, or cmake's whole
     output with `verbose`; the full log is kept in `work/build.log` either way. Raises
-    `KvswarmError` when cmake or a compiler is missing or the build fails.
+    `KvswarmError` when cmake or a compiler (nvcc too, with `cuda`) is missing or the
+    build fails.
     """
-    found = cached_llama_server()
+    found = cached_llama_server(cuda=cuda)
     if found:
         return found
     out = out or sys.stderr
-    check_toolchain()
-    root = build_root()
+    check_toolchain(cuda=cuda)
+    root = build_root(cuda=cuda)
+    options = CUDA_CMAKE_OPTIONS if cuda else CMAKE_OPTIONS
     with exclusive_lock(
         root / "build.lock",
         f"kvswarm: waiting for another process building llama-server in {root}",
     ):
-        found = cached_llama_server()  # built by the process we waited for
+        found = cached_llama_server(cuda=cuda)  # built by the process we waited for
         if found:
             return found
-        return _build(root, jobs=jobs, out=out, verbose=verbose)
+        return _build(root, options, jobs=jobs, out=out, verbose=verbose)
 
 
-def check_toolchain() -> None:
+def check_toolchain(*, cuda: bool = False) -> None:
     """Raise `KvswarmError` naming what to install when cmake or a C/C++ compiler is missing."""
     missing = [] if shutil.which("cmake") else ["cmake"]
+    if cuda and not _first_found(os.environ.get("CUDACXX"), "nvcc"):
+        missing.append("nvcc (the CUDA toolkit) on PATH")
     if not _first_found(os.environ.get("CXX"), "c++", "g++", "clang++"):
         missing.append("a C++ compiler (g++)")
     if not _first_found(os.environ.get("CC"), "cc", "gcc", "clang"):
@@ -133,7 +154,9 @@ def _first_found(*tools: str | None) -> str | None:
     return next((tool for tool in tools if tool and shutil.which(tool.split()[0])), None)
 
 
-def _build(root: Path, *, jobs: int, out: TextIO, verbose: bool) -> LlamaServerBuild:
+def _build(
+    root: Path, options: tuple[str, ...], *, jobs: int, out: TextIO, verbose: bool
+) -> LlamaServerBuild:
     work = root / "work"
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -147,11 +170,11 @@ def _build(root: Path, *, jobs: int, out: TextIO, verbose: bool) -> LlamaServerB
     build_dir = work / "build"
     log_path = work / "build.log"
     with open(log_path, "w") as log:
-        _run(_configure_command(source, build_dir), log, out, verbose, "configuring")
+        _run(_configure_command(source, build_dir, options), log, out, verbose, "configuring")
         build_command = ["cmake", "--build", str(build_dir), "--target", "llama-server"]
         _run([*build_command, "-j", str(jobs)], log, out, verbose, "building")
     seconds = time.monotonic() - started
-    built = _install(build_dir / "bin", root / "bin", seconds)
+    built = _install(build_dir / "bin", root / "bin", seconds, options)
     shutil.rmtree(work, ignore_errors=True)  # sources and objects: ~1 GB no longer needed
     print(
         f"kvswarm: built {built.binary} in {seconds / 60:.1f} min ({built.version_line})",
@@ -217,9 +240,9 @@ def _verify_sdist(sdist: Path) -> None:
         )
 
 
-def _configure_command(source: Path, build_dir: Path) -> list[str]:
+def _configure_command(source: Path, build_dir: Path, options: tuple[str, ...]) -> list[str]:
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    return ["cmake", "-S", str(source), "-B", str(build_dir), *generator, *CMAKE_OPTIONS]
+    return ["cmake", "-S", str(source), "-B", str(build_dir), *generator, *options]
 
 
 def _run(command: list[str], log: TextIO, out: TextIO, verbose: bool, stage: str) -> None:
@@ -247,7 +270,9 @@ def _run(command: list[str], log: TextIO, out: TextIO, verbose: bool, stage: str
         )
 
 
-def _install(built_bin: Path, bin_dir: Path, seconds: float) -> LlamaServerBuild:
+def _install(
+    built_bin: Path, bin_dir: Path, seconds: float, options: tuple[str, ...]
+) -> LlamaServerBuild:
     """Copy the binary (and any shared libraries) into `bin/`, then write the stamp last."""
     staging = bin_dir.with_name("bin.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -261,7 +286,7 @@ def _install(built_bin: Path, bin_dir: Path, seconds: float) -> LlamaServerBuild
         "sdist": f"{SDIST_NAME}=={SDIST_VERSION}",
         "version_line": version_line,
         "build_seconds": round(seconds, 1),
-        "cmake_options": list(CMAKE_OPTIONS),
+        "cmake_options": list(options),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (staging / "build.json").write_text(json.dumps(info, indent=2) + "\n")
