@@ -135,10 +135,17 @@ def run_dirs(results: Path) -> list[Path]:
 
 
 def run_scenario(
-    base_url: str, config_text: str, directory: Path, scenario: str, users: int, seconds: int
+    base_url: str,
+    config_text: str,
+    directory: Path,
+    scenario: str,
+    users: int,
+    seconds: int,
+    *extra: str,
 ) -> tuple[list[dict[str, str]], dict[str, Any]]:
     """One scenario of `config_text` headless against `base_url` (users started at once,
-    60 s for in-flight requests to end); its requests.csv rows and run.json."""
+    60 s for in-flight requests to end, `extra` options); its requests.csv rows and
+    run.json."""
     import csv
 
     from kvswarm.locust.naming import user_class_name
@@ -151,6 +158,7 @@ def run_scenario(
             "-f", str(REPO / "locustfiles"), user_class_name(scenario), "--headless",
             "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "60",
             "--host", base_url, "--kv-config", str(config), "--kv-results", str(results),
+            *extra,
         ],
         cwd=directory,
         timeout_s=240,

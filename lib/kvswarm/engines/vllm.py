@@ -19,6 +19,7 @@ which `request_timings` reads.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -86,6 +87,9 @@ VLLM_CONTEXT_ERROR = re.compile(
     r"maximum context length|maximum model length|max_model_len", re.IGNORECASE
 )
 
+
+# Seconds between tries of a prefix-cache reset that vLLM refused (blocks still held).
+RESET_RETRY_S = 0.2
 
 # The info gauge whose labels describe the KV cache (block_size, num_gpu_blocks, ...).
 CACHE_CONFIG_INFO = "vllm:cache_config_info"
@@ -225,13 +229,30 @@ class VllmProfile(EngineProfile):
         return None
 
     def reset_prefix_cache(self, base_url: str, timeout_s: float = 10.0) -> CacheReset:
-        """`POST <root>/reset_prefix_cache`; a 404 means the dev-mode routes are off."""
-        reply = probe.post(server_root(base_url) + "/reset_prefix_cache", timeout_s)
-        if reply.ok:
-            return CacheReset("reset", f"POST {reply.url}")
-        if reply.status in (404, 405):
-            return CacheReset("not_supported", f"{reply.describe()}; {self.reset_hint}")
-        return CacheReset("failed", reply.describe())
+        """`POST <root>/reset_prefix_cache`; a 404 means the dev-mode routes are off.
+
+        vLLM answers 200 `{"success": false}` while blocks are still held (a request just
+        finished or cancelled, whose blocks the engine has not freed yet): the reset is
+        tried again every `RESET_RETRY_S` until `timeout_s`, and "failed" if it never took.
+        """
+        url = server_root(base_url) + "/reset_prefix_cache"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            reply = probe.post(url, timeout_s)
+            if reply.status in (404, 405):
+                return CacheReset("not_supported", f"{reply.describe()}; {self.reset_hint}")
+            if not reply.ok:
+                return CacheReset("failed", reply.describe())
+            body = reply.json()
+            if not isinstance(body, dict) or body.get("success") is not False:
+                return CacheReset("reset", f"POST {reply.url}")
+            if time.monotonic() + RESET_RETRY_S > deadline:
+                return CacheReset(
+                    "failed",
+                    f"POST {reply.url}: success false for {timeout_s:g} s: the "
+                    "server still held blocks of running requests",
+                )
+            time.sleep(RESET_RETRY_S)
 
 
 VLLM = register_engine(

@@ -360,8 +360,10 @@ class KvswarmPlugin:
         config = settings.config
         self.engine = engine_profile(self._engine_name())
         self._check_model()
-        self._preflight()
+        # Before the pre-flight: a reset right after a request may find its blocks still
+        # held (vLLM refuses the reset then).
         cache_reset = self._reset_cache_if_asked()
+        self._preflight()
         # Opened after the pre-flight, so the server's counters over the run leave it out.
         self.server = ServerWindow.open(
             settings.base_url, self.engine.name, dict(config.metrics_endpoints)

@@ -96,6 +96,8 @@ def observed(
                 "-u", "2", "-r", "2", "-t", "6s", "--stop-timeout", "60",
                 "--host", vllm_server.base_url, "--kv-results", str(directory / "results"),
                 "--kv-exporter-port", str(exporter), "--kv-server-sample-interval", "1",
+                # The server's counters over the run must be the load's alone.
+                "--kv-skip-preflight",
             ],
             directory,
             log,

@@ -47,7 +47,11 @@ CACHED = 'vllm:prompt_tokens_cached_total{engine="0",model_name="tiny"}'
 
 
 def run_scenario(server: VllmServer, tmp: Path, scenario: str, users: int, seconds: int):
-    return run_scenario_with_config(server.base_url, CONFIG, tmp, scenario, users, seconds)
+    # From a cold cache: the session's server has served other modules' runs, whose pool
+    # texts (the same seed) it may still hold.
+    return run_scenario_with_config(
+        server.base_url, CONFIG, tmp, scenario, users, seconds, "--kv-reset-cache"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +115,14 @@ def test_the_report_gives_the_servers_cached_share_and_block_size(runs) -> None:
 def test_a_reset_between_two_identical_runs_makes_the_second_start_cold(
     vllm_server: VllmServer, tmp_path: Path
 ) -> None:
-    """Shared pools are the same in every run, so a run after another finds its first
-    prefix cached; `--kv-reset-cache` starts it cold, and run.json says so."""
+    """Shared pools are the same in every run (the same seed), so a run after another finds
+    the pool item cached even at its first use in the run (a designed miss);
+    `--kv-reset-cache` starts the run cold, and run.json says so."""
     config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
+    # One pool item: every run sends the same shared prefix (its first use a designed miss).
+    config.write_text(CONFIG.replace("batch_processing: {", "batch_processing: {pool_size: 1, ", 1))
 
-    def run(name: str, *extra: str) -> tuple[dict[str, str], dict]:
+    def run(name: str, *extra: str) -> tuple[list[dict[str, str]], dict]:
         results = tmp_path / name
         completed = run_locust(
             [
@@ -130,12 +136,14 @@ def test_a_reset_between_two_identical_runs_makes_the_second_start_cold(
         assert completed.returncode == 0, completed.stderr[-3000:]
         (run_dir,) = run_dirs(results)
         with open(run_dir / "requests.csv", newline="") as handle:
-            first = min(csv.DictReader(handle), key=lambda row: float(row["start_unix_s"]))
-        return first, json.loads((run_dir / "run.json").read_text())
+            rows = sorted(csv.DictReader(handle), key=lambda row: float(row["start_unix_s"]))
+        return rows, json.loads((run_dir / "run.json").read_text())
 
     run("warm")
-    first, meta = run("again")
-    assert int(first["cached_tokens"]) > 0 and meta["cache_reset"] is None
-    first, meta = run("reset", "--kv-reset-cache")
+    again, meta = run("again")
+    first = again[0]
+    assert first["expected_hit"] == "0"  # its first use in this run: a designed miss ...
+    assert int(first["cached_tokens"]) > 0 and meta["cache_reset"] is None  # ... found warm
+    reset, meta = run("reset", "--kv-reset-cache")
     assert meta["cache_reset"]["status"] == "reset"
-    assert int(first["cached_tokens"]) == 0
+    assert int(reset[0]["cached_tokens"]) == 0
