@@ -215,6 +215,38 @@ def _send_lag_line(run: Run) -> str | None:
     )
 
 
+# A wait between sending and the first token that the stack's own timings do not hold.
+UNREPORTED_WAIT_MS = 1000.0
+_STACK_PARTS = ("server_queue_ms", "server_prefill_ms", "server_transfer_ms")
+
+
+def _unreported_wait_line(run: Run) -> str | None:
+    """A warning when requests waited far longer for their first token than the stack says
+    it spent on them: TTFT − (queue + prefill + transfer, as the stack reported them) over
+    UNREPORTED_WAIT_MS, and over the stack's own time. On llama.cpp with many slots a burst
+    of long prompts starves the last slots served, and `prompt_ms` starts only when a
+    slot's prompt enters a batch (bench/README.md, "Against a real GPU engine")."""
+    requests = run.requests
+    if "server_prefill_ms" not in requests or "ttft_ms" not in requests:
+        return None
+    reported = requests[requests["ok"].astype(bool) & requests["server_prefill_ms"].notna()]
+    if reported.empty:
+        return None
+    parts = [column for column in _STACK_PARTS if column in reported]
+    stack_ms = reported[parts].fillna(0.0).sum(axis=1).to_numpy(dtype=float)
+    gaps = reported["ttft_ms"].to_numpy(dtype=float) - stack_ms
+    waited = int(((gaps > UNREPORTED_WAIT_MS) & (gaps > stack_ms)).sum())
+    if not waited:
+        return None
+    p50, p99, worst = np.percentile(gaps, [50, 99, 100])
+    return (
+        f"warning: {waited} of {len(gaps)} requests waited more than "
+        f"{UNREPORTED_WAIT_MS:g} ms for their first token beyond the server's own account "
+        f"of them (TTFT − server queue/prefill/transfer: p50 {p50:.0f}, p99 {p99:.0f}, "
+        f"max {worst:.0f} ms); the server's timings do not show this wait"
+    )
+
+
 def format_summary(
     summaries: list[ScenarioSummary], results_dir: str, run: Run | None = None
 ) -> str:
@@ -241,6 +273,8 @@ def format_summary(
         lines.extend(describe_outage(outage) for outage in target_outages(run.requests))
         if lag_line := _send_lag_line(run):
             lines.append(lag_line)
+        if wait_line := _unreported_wait_line(run):
+            lines.append(wait_line)
     if not summaries:
         lines.append("  no requests were recorded")
     for s in summaries:
