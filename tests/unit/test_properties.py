@@ -143,3 +143,36 @@ def test_the_requests_csv_reader_takes_any_cells_or_says_what_is_wrong(
         assert str(exc) and "\n" not in str(exc).strip()
         return
     assert len(frame) == len(rows)
+
+
+trace_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 3000), st.floats(allow_nan=True),
+    st.text(max_size=8), st.lists(st.integers(-2, 50), max_size=8),
+)  # fmt: skip
+trace_rows = st.dictionaries(
+    st.sampled_from(["timestamp", "input_length", "output_length", "hash_ids", "session_id",
+                     "delay", "text_input", "messages"]),
+    trace_values, max_size=6,
+)  # fmt: skip
+
+
+@SETTINGS
+@given(
+    rows=st.lists(st.one_of(trace_rows, st.text(max_size=30)), max_size=6),
+    block=st.integers(1, 600),
+)
+def test_the_trace_reader_takes_any_lines_or_says_what_is_wrong(
+    tmp_path: Path, rows, block: int
+) -> None:
+    import json
+
+    from kvswarm.workloads.trace_file import load_trace
+
+    path = tmp_path / "trace.jsonl"
+    path.write_text(
+        "\n".join(row if isinstance(row, str) else json.dumps(row) for row in rows) + "\n"
+    )
+    try:
+        load_trace(path, block)
+    except KvswarmError as exc:
+        assert str(exc) and "\n" not in str(exc).strip()
