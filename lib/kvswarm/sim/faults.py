@@ -60,11 +60,10 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
-
-import orjson
+from typing import Any, Literal, get_args
 
 from kvswarm.errors import KvswarmError
+from kvswarm.sim.jsonlines import JsonLines, read_json_lines
 from kvswarm.sim.knobs import check_knobs, knob
 
 FaultKind = Literal[
@@ -84,23 +83,7 @@ FaultKind = Literal[
     "never_ending",
     "no_done",
 ]
-RANDOM_FAULTS: tuple[FaultKind, ...] = (
-    "error",
-    "rate_limited",
-    "unavailable",
-    "disconnect_before_head",
-    "not_sse",
-    "stall_first_token",
-    "refuse_connections",
-    "disconnect",
-    "stall",
-    "malformed_chunk",
-    "error_in_stream",
-    "huge_chunk",
-    "utf8_split",
-    "never_ending",
-    "no_done",
-)
+RANDOM_FAULTS: tuple[FaultKind, ...] = get_args(FaultKind)
 SLOW_START = "slow_start"
 NOT_LISTENING = "not_listening"
 ALL_FAULT_KINDS: tuple[str, ...] = (*RANDOM_FAULTS, SLOW_START)
@@ -212,31 +195,28 @@ class FaultLog:
     """Appends one JSON line per injected fault (and per refusal window), flushed at once."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
-        except OSError as exc:
-            raise KvswarmError(f"--fault-log: cannot write {self.path} ({exc.strerror})") from None
+        self._lines = JsonLines(path, "--fault-log")
+        self.path = self._lines.path
 
     def injected(self, request_id: str, fault: str, **details: Any) -> None:
-        entry = {"request_id": request_id, "fault": fault, "unix_s": time.time(), **details}
-        self._file.write(orjson.dumps(entry) + b"\n")
+        self._lines.write(
+            {"request_id": request_id, "fault": fault, "unix_s": time.time(), **details}
+        )
 
     def not_listening(self, from_unix_s: float, until_unix_s: float) -> None:
-        entry = {
-            "request_id": None,
-            "fault": NOT_LISTENING,
-            "from_unix_s": from_unix_s,
-            "until_unix_s": until_unix_s,
-        }
-        self._file.write(orjson.dumps(entry) + b"\n")
+        self._lines.write(
+            {
+                "request_id": None,
+                "fault": NOT_LISTENING,
+                "from_unix_s": from_unix_s,
+                "until_unix_s": until_unix_s,
+            }
+        )
 
     def close(self) -> None:
-        self._file.close()
+        self._lines.close()
 
 
 def read_fault_log(path: str | Path) -> list[dict[str, Any]]:
     """The lines of a fault log, in the order they were written."""
-    with open(path, "rb") as handle:
-        return [orjson.loads(line) for line in handle if line.strip()]
+    return read_json_lines(path)

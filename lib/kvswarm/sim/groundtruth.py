@@ -25,11 +25,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
-
-from kvswarm.errors import KvswarmError
+from kvswarm.sim.jsonlines import JsonLines, read_json_lines
 
 
 @dataclass(slots=True)
@@ -62,23 +60,16 @@ class GroundTruthLog:
     """Appends one JSON line per request to a file, flushed at once."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
-        except OSError as exc:
-            raise KvswarmError(
-                f"--ground-truth: cannot write {self.path} ({exc.strerror})"
-            ) from None
+        self._lines = JsonLines(path, "--ground-truth")
+        self.path = self._lines.path
 
     def write(self, trace: RequestTrace) -> None:
-        self._file.write(orjson.dumps(trace.as_dict()) + b"\n")
+        self._lines.write(trace.as_dict())
 
     def close(self) -> None:
-        self._file.close()
+        self._lines.close()
 
 
 def read_ground_truth(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ground-truth log, in the order they were written."""
-    with open(path, "rb") as handle:
-        return [orjson.loads(line) for line in handle if line.strip()]
+    return read_json_lines(path)
