@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,27 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support.processes import REPO, StreamServer, load_requests, pinned_to, run_dirs
+from tests.support.processes import (
+    REPO,
+    StreamServer,
+    free_port,
+    load_requests,
+    run_dirs,
+    start_locust,
+)
 
 LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_basic.py")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def locust(args: list[str], cwd: Path) -> subprocess.Popen:
     # Every Locust process on one core, the stream server on the other (`pinned_to`).
-    return subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=pinned_to(1),
-    )
+    return start_locust(["-f", LOCUSTFILE, *args], cwd, core=1)
 
 
 def start_fleet(server: StreamServer, tmp_path: Path, run_time: str, workers: int = 2, *extra: str):

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -20,7 +18,7 @@ from kvswarm.sim.faults import NOT_LISTENING, read_fault_log
 from kvswarm.sim.groundtruth import read_ground_truth
 from kvswarm.sim.stack import StackProcess
 from tests.integration.test_sim_faults import EXPECTED_CATEGORY
-from tests.support.processes import REPO, run_dirs
+from tests.support.processes import REPO, free_port, run_dirs, start_locust
 
 LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_faults.py")
 MIN_REQUESTS = 1000
@@ -55,20 +53,8 @@ def sim_options(tmp_path: Path) -> SimOptions:
     ).with_free_ports()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def locust(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_locust(["-f", LOCUSTFILE, *args], cwd)
 
 
 def finish(process: subprocess.Popen, timeout_s: float = 120) -> str:

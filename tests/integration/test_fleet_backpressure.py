@@ -6,32 +6,17 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
-from tests.support.processes import REPO, StreamServer, run_dirs
+from tests.support.processes import REPO, StreamServer, free_port, run_dirs, start_locust
 
 LOCUSTFILE = str(REPO / "tests" / "support" / "locustfile_synthetic.py")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def locust(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    return start_locust(["-f", LOCUSTFILE, *args], cwd, env)
 
 
 def test_a_master_behind_on_records_closes_the_run_with_every_record_kept_once(

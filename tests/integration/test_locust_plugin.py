@@ -19,8 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_distributed import free_port
-from tests.support.processes import REPO, StreamServer, run_dirs, run_locust, start_stream_server
+from tests.support.processes import (
+    REPO,
+    StreamServer,
+    free_port,
+    run_dirs,
+    run_locust,
+    start_stream_server,
+)
 
 LOCUSTFILES = str(REPO / "locustfiles")
 # The built-in scenarios, made small, and one more added in YAML only.

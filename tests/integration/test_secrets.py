@@ -28,13 +28,12 @@ import pytest
 
 from kvswarm.errors import ConfigError
 from kvswarm.locust.options import KvOptions, RunSettings
-from tests.integration.test_distributed import free_port
 from tests.support.keyedserver import (
     KeyedServer,
     listening_addresses,
     start_keyed_server,
 )
-from tests.support.processes import REPO, run_dirs
+from tests.support.processes import REPO, free_port, run_dirs
 
 LOCUSTFILES = str(REPO / "locustfiles")
 SECRET = f"sk-kvswarm-{secrets.token_hex(16)}"

@@ -130,6 +130,25 @@ def run_locust(
     )
 
 
+def start_locust(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    core: int | None = None,
+) -> subprocess.Popen:
+    """`locust ...` started in the background (a master or a worker), its output (stdout
+    and stderr together) readable as text from `stdout`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "locust", *args],
+        cwd=cwd,
+        env={**os.environ, **env} if env is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=pinned_to(core),
+    )
+
+
 def run_dirs(results: Path) -> list[Path]:
     return sorted(path for path in results.iterdir() if (path / "run.json").exists())
 
