@@ -89,4 +89,7 @@ def test_the_summary_reports_the_send_lag(open_loop_run) -> None:
     summary = (run / "summary.txt").read_text()
     assert "open loop: send lag p50" in summary
     lags = [float(row["send_lag_ms"]) for row in rows]
-    assert np.percentile(lags, 50) < 50  # the users kept up with the schedule
+    ttfts = [float(row["ttft_ms"]) for row in rows if row["ok"] == "1"]
+    # The users kept up with the schedule: a closed loop would wait a whole request (TTFT
+    # and more) between sends; an open loop's typical lag is a small part of one.
+    assert np.median(lags) < np.median(ttfts) / 10

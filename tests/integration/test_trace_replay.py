@@ -72,7 +72,8 @@ def check_replay(rows: list[dict[str, str]], offsets: list[float]) -> None:
     # The schedule is the trace's own timeline, from one common start.
     assert np.allclose(scheduled - scheduled[0], np.array(offsets) - offsets[0], atol=0.002)
     lags = np.array([float(row["send_lag_ms"]) for row in rows])
-    assert np.median(lags) < 20  # the users kept up with the trace
+    # The users kept up with the trace: rows typically went well within the gap to the next.
+    assert np.median(lags) < np.median(np.diff(offsets)) * 1000 / 2
 
 
 def test_a_standalone_replay_sends_every_row_once_on_the_traces_schedule(
