@@ -24,7 +24,7 @@ from locust import tag, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from kvswarm.client import CompletionRequest, StreamingClient
+from kvswarm.client import CompletionRequest, StreamingClient, StreamResult
 from kvswarm.config import Config, ScenarioConfig
 from kvswarm.errors import KvswarmError
 from kvswarm.locust.naming import user_class_name
@@ -89,14 +89,7 @@ class ScenarioUser(LLMUser):
         request = workload.count_sent(self._take_draft())
         if not workload.next_depends_on_reply:
             self._draft_next()
-        result = self.send(
-            messages=request.messages,
-            prompt=request.prompt,
-            max_tokens=request.max_tokens,
-            prefix_id=request.prefix_id,
-            prefix_tokens=request.prefix_tokens,
-            expected_hit=request.expected_hit,
-        )
+        result = self._send(request)
         if result.ok:
             workload.observe_reply(request, result.text)
         if workload.next_depends_on_reply:
@@ -111,15 +104,18 @@ class ScenarioUser(LLMUser):
         position, due_s = slot
         workload = self.workload
         request = workload.count_sent(workload.request_at(position))
-        self.send(
+        self._send(request, due_s=due_s, trace_row=workload.row_index(position))
+
+    def _send(self, request: PromptRequest, **schedule: Any) -> StreamResult:
+        """`send` a workload's request (`schedule`: its due time and trace row, if any)."""
+        return self.send(
             messages=request.messages,
             prompt=request.prompt,
             max_tokens=request.max_tokens,
             prefix_id=request.prefix_id,
             prefix_tokens=request.prefix_tokens,
             expected_hit=request.expected_hit,
-            due_s=due_s,
-            trace_row=getattr(workload, "row_index", lambda p: p)(position),
+            **schedule,
         )
 
     def _draft_next(self) -> None:

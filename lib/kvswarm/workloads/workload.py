@@ -262,6 +262,11 @@ class Workload(ABC):
         """The request at `position` of the timeline (`replay_offsets_s`)."""
         raise NotImplementedError(f"{type(self).__name__} has no timeline")
 
+    def row_index(self, position: int) -> int:
+        """Where the request at `position` of the timeline stands in the workload's own
+        source (a trace file's row), for requests.csv's `trace_row`."""
+        return position
+
     def next_request(self) -> PromptRequest:
         """The next request of this user, counted as sent."""
         return self.count_sent(self.draft_request())
