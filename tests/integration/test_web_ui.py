@@ -83,13 +83,16 @@ def start_from_the_form(driver: Any, base: str) -> None:
     """Fill Locust's start form, changing kvswarm options, and press START."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.expected_conditions import visibility_of_element_located
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver.get(base + "/")
     for name, value in (("userCount", "4"), ("spawnRate", "4")):
         # React keeps the field's value (clear() is undone): erase it as a person would.
         driver.find_element(By.NAME, name).send_keys(Keys.END, Keys.BACKSPACE * 8, value)
     driver.find_element(By.XPATH, "//*[text()='Custom parameters']").click()
+    # The section opens with an animation: its fields take input once they are shown.
+    WebDriverWait(driver, 10).until(visibility_of_element_located((By.NAME, "kvEndpoint")))
     Select(driver.find_element(By.NAME, "kvEndpoint")).select_by_value("completions")
     Select(driver.find_element(By.NAME, "kvMode")).select_by_value("pd_disaggregated")
     driver.find_element(By.NAME, "kvRunId").send_keys("from-the-form")
