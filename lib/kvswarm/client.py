@@ -5,8 +5,8 @@ sends a request and returns a `StreamResult` with the timings defined in DESIGN.
 the request start is stamped just before the request bytes are written; every SSE event
 is stamped with the time its last byte was received (the `recv` that completed it), never
 when a parser got round to it. HTTP is parsed by httptools (llhttp) and SSE by
-sseclient-py, both fed the bytes of each `recv` as they arrive, so no read waits for a
-buffer to fill.
+`kvswarm.sse` (sseclient-py's events, the per-token ones read directly), both fed the
+bytes of each `recv` as they arrive, so no read waits for a buffer to fill.
 
 No Locust here: the client works the same under Locust, in a benchmark or a script.
 Under gevent (Locust monkey-patches `socket`) each blocking call yields to other users.
@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import gevent
+import gevent.socket
 import httptools
 import orjson
-from sseclient import SSEClient
 
 from kvswarm import __version__
 from kvswarm.errors import ConfigError
+from kvswarm.sse import event_data
 from kvswarm.urls import api_url, check_url
 
 _RECV_SIZE = 65536
@@ -234,6 +236,73 @@ class _StaleConnection(Exception):
     """A reused keep-alive connection closed before answering: retry on a new one."""
 
 
+class _Expired(Exception):
+    """Thrown by the watchdog into a request waiting past its limit."""
+
+    def __init__(self, category: str) -> None:
+        super().__init__(category)
+        self.category = category
+
+
+class _Watchdog:
+    """A request's timeouts under gevent: one timer, checked lazily.
+
+    A socket timeout costs gevent a new `Timeout` (a timer started and closed) on every
+    `recv` that waits: at a token every few milliseconds per stream, that was a fifth of
+    the client's CPU. Here the socket waits without a timeout, and one timer fires when
+    the earliest limit could have passed; if the stream has moved on since (a token
+    arrived, pushing the idle limit back), it is set again for the new limit, otherwise
+    the limit's category is thrown into the waiting request. At a token every 10 ms and
+    a 60-s idle limit, that is one timer per minute instead of one per token. A limit
+    that moves earlier (the first token starts the idle limit, which may end before the
+    TTFT limit would have) is told with `limit_changed`.
+    """
+
+    __slots__ = ("_limit", "_loop", "_timer", "_at", "_greenlet")
+
+    def __init__(self, limit: Callable[[], tuple[float, str]]) -> None:
+        """`limit()` says when the current wait expires (perf_counter) and as what."""
+        self._limit = limit
+        self._loop = gevent.get_hub().loop
+        self._timer: Any = None
+        self._at = 0.0
+        self._greenlet: Any = None
+
+    def arm(self) -> None:
+        """Watch the calling greenlet's request from now until `disarm`."""
+        self._greenlet = gevent.getcurrent()
+        self._set(self._limit()[0])
+
+    def limit_changed(self) -> None:
+        """The wait's limit may have moved earlier than the timer."""
+        at = self._limit()[0]
+        if self._greenlet is not None and at < self._at:
+            self._set(at)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        self._greenlet = None
+
+    def _set(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.close()
+        self._at = at
+        self._timer = self._loop.timer(max(0.0, at - time.perf_counter()))
+        self._timer.start(self._check)
+
+    def _check(self) -> None:
+        at, category = self._limit()
+        if time.perf_counter() < at:
+            self._set(at)
+            return
+        greenlet = self._greenlet
+        self.disarm()
+        if greenlet is not None:
+            greenlet.throw(_Expired(category))
+
+
 class StreamingClient:
     """Sends completion requests over one keep-alive HTTP/1.1 connection.
 
@@ -254,7 +323,8 @@ class StreamingClient:
         self._connector = connector
         self._api_key = api_key
         self._sock: socket.socket | None = None
-        self._timeout_set: float | None = None
+        # Under gevent the request's timeouts are watched by a timer, not the socket.
+        self._watchdog: _Watchdog | None = None
         self._reused = False
         # Whether the last request's bytes were handed to the socket (it may have been
         # seen by the server), as opposed to interrupted before that.
@@ -263,7 +333,10 @@ class StreamingClient:
         self._parser: httptools.HttpResponseParser | None = None
         self._response = _Response()
         self._recv_t = 0.0
+        # Until the first generated text: the wait's limit (perf_counter) and its
+        # category; after it, timeouts.idle_s from the last recv. Always `_end_by`.
         self._deadline = 0.0
+        self._deadline_category = "timeout_ttft"
         self._end_by = 0.0
         self._got_text = False
         self._result = StreamResult()
@@ -328,16 +401,10 @@ class StreamingClient:
             result.start_unix_s = time.time()
             result.start = time.perf_counter()
             self._deadline = result.start + self.timeouts.ttft_s
+            self._deadline_category = "timeout_ttft"
             self._end_by = result.start + self.timeouts.total_s
             self._send(payload)
-            self._read_headers(result)
-            if result.status_code != 200:
-                self._fail_http(result)
-            elif request.stream:
-                self._check_event_stream(result)
-                self._read_stream(result)
-            else:
-                self._read_whole(result)
+            self._read_response(request, result)
             if not response.complete or not response.keep_alive:
                 self.close()
         except RequestFailed as failure:
@@ -347,6 +414,43 @@ class StreamingClient:
                 result.e2e_s = time.perf_counter() - result.start if result.start else None
             self.close()
         return result
+
+    def _read_response(self, request: CompletionRequest, result: StreamResult) -> None:
+        watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.arm()
+        try:
+            self._read_headers(result)
+            if result.status_code != 200:
+                self._fail_http(result)
+            elif request.stream:
+                self._check_event_stream(result)
+                self._read_stream(result)
+            else:
+                self._read_whole(result)
+        finally:
+            if watchdog is not None:
+                watchdog.disarm()
+
+    def _limit(self) -> tuple[float, str]:
+        """When the current wait for data expires (perf_counter), and as which category."""
+        if self._got_text:
+            at, category = self._recv_t + self.timeouts.idle_s, "timeout_idle"
+        else:
+            at, category = self._deadline, self._deadline_category
+        if self._end_by <= at:
+            return self._end_by, "timeout_total"
+        return at, category
+
+    def _timed_out(self, category: str) -> RequestFailed:
+        timeouts = self.timeouts
+        if category == "timeout_ttft":
+            message = f"no generated text {timeouts.ttft_s:g} s after the request start"
+        elif category == "timeout_idle":
+            message = f"no data for {timeouts.idle_s:g} s"
+        else:
+            message = f"the response was not over {timeouts.total_s:g} s after the request start"
+        return RequestFailed(category, f"{message} ({category})")
 
     def _ensure_connected(self, result: StreamResult) -> None:
         if self._sock is not None:
@@ -366,15 +470,17 @@ class StreamingClient:
                 "connect", f"cannot connect to {target.host}:{target.port}: {_describe(exc)}"
             ) from None
         self._sock = sock
+        self._watchdog = _Watchdog(self._limit) if _is_gevent_socket(sock) else None
 
     def _send(self, payload: bytes) -> None:
         sock = self._sock
         assert sock is not None
         try:
             sock.settimeout(self.timeouts.connect_s)
-            self._timeout_set = self.timeouts.connect_s
             self.request_sent = True
             sock.sendall(payload)
+            if self._watchdog is not None:
+                sock.settimeout(None)
         except OSError as exc:
             if self._reused:
                 raise _StaleConnection() from None
@@ -382,33 +488,31 @@ class StreamingClient:
                 "connect", f"sending the request failed: {_describe(exc)}"
             ) from None
 
-    def _recv(self, timeout: float, timeout_category: str) -> bytes:
-        """One recv; its bytes go to the HTTP parser. Stamps `_recv_t`."""
+    def _recv(self) -> bytes:
+        """One recv within the current limit (`_limit`); its bytes go to the HTTP parser.
+        Stamps `_recv_t`."""
         sock = self._sock
         assert sock is not None and self._parser is not None
-        left = self._end_by - time.perf_counter()
-        if left < timeout:
-            # Only near the end of timeouts.total_s: the whole request's limit binds.
-            if left <= 0:
-                raise RequestFailed(
-                    "timeout_total",
-                    f"the response was not over {self.timeouts.total_s:g} s after the request "
-                    "start (timeout_total)",
-                )
-            timeout, timeout_category = left, "timeout_total"
+        category = ""
         try:
-            if timeout != self._timeout_set:
-                # Mid-stream the idle timeout is the same on every recv: set it once.
-                sock.settimeout(max(timeout, 0.0001))
-                self._timeout_set = timeout
+            if self._watchdog is None:
+                # No gevent: the socket's own timeout, set for this wait.
+                at, category = self._limit()
+                left = at - time.perf_counter()
+                if left <= 0:
+                    raise self._timed_out(category)
+                sock.settimeout(left)
             data = sock.recv(_RECV_SIZE)
+        except _Expired as expired:
+            raise self._timed_out(expired.category) from None
         except TimeoutError:
-            raise RequestFailed(
-                timeout_category, f"no data for {timeout:.1f} s ({timeout_category})"
-            ) from None
+            raise self._timed_out(category) from None
         except OSError as exc:
             raise RequestFailed("disconnect", f"connection failed: {_describe(exc)}") from None
-        self._recv_t = time.perf_counter()
+        self._recv_t = now = time.perf_counter()
+        if now >= self._end_by:
+            # A stream that never stops sending never waits long enough for a timer.
+            raise self._timed_out("timeout_total")
         if not data:
             return data
         try:
@@ -429,7 +533,7 @@ class StreamingClient:
         received_any = False
         while not response.headers_done:
             try:
-                data = self._recv(self._deadline - time.perf_counter(), "timeout_ttft")
+                data = self._recv()
             except RequestFailed as failure:
                 if failure.category == "disconnect" and self._reused and not received_any:
                     raise _StaleConnection() from None
@@ -443,11 +547,11 @@ class StreamingClient:
         result.status_code = self._parser.get_status_code()
         result.headers = response.headers
 
-    def _read_body(self, timeout_category: str) -> bytes:
-        """The rest of a non-streamed body."""
+    def _read_body(self) -> bytes:
+        """The rest of a non-streamed body, within the current limit."""
         response = self._response
         while not response.complete:
-            data = self._recv(self._deadline - time.perf_counter(), timeout_category)
+            data = self._recv()
             if not data:
                 if self._ends_at_eof():
                     break
@@ -464,9 +568,9 @@ class StreamingClient:
         )
 
     def _fail_http(self, result: StreamResult) -> None:
-        self._deadline = time.perf_counter() + self.timeouts.idle_s
+        self._read_within_idle()
         try:
-            body = self._read_body("timeout_idle")
+            body = self._read_body()
         except RequestFailed:
             body = b""
         result.e2e_s = time.perf_counter() - result.start
@@ -481,9 +585,9 @@ class StreamingClient:
         content_type = result.headers.get("content-type")
         if content_type is None or content_type.lower().startswith("text/event-stream"):
             return
-        self._deadline = time.perf_counter() + self.timeouts.idle_s
+        self._read_within_idle()
         try:
-            body = self._read_body("timeout_idle")[:_ERROR_BODY_LIMIT]
+            body = self._read_body()[:_ERROR_BODY_LIMIT]
         except RequestFailed:
             body = b""
         result.e2e_s = time.perf_counter() - result.start
@@ -492,8 +596,18 @@ class StreamingClient:
             "bad_chunk", f"expected text/event-stream, got {content_type[:60]}: {snippet}"
         )
 
+    def _read_within_idle(self) -> None:
+        """What follows an error's headers is read within timeouts.idle_s from now."""
+        self._deadline = time.perf_counter() + self.timeouts.idle_s
+        self._deadline_category = "timeout_idle"
+        self._limit_changed()
+
+    def _limit_changed(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.limit_changed()
+
     def _read_whole(self, result: StreamResult) -> None:
-        body = self._read_body("timeout_ttft")
+        body = self._read_body()
         result.e2e_s = self._recv_t - result.start
         result.ttft_s = result.e2e_s
         try:
@@ -517,10 +631,10 @@ class StreamingClient:
             raise RequestFailed("empty", "the response carried no generated text")
 
     def _body_pieces(self) -> Iterator[bytes]:
-        """Body bytes as each recv delivers them; sseclient-py pulls from here.
+        """Body bytes as each recv delivers them; the SSE reader pulls from here.
 
         Pieces without a line break are held and given with the one that ends their line:
-        sseclient-py copies its buffer per piece, which would make a long line cost its
+        the SSE readers copy their buffer per piece, which would make a long line cost its
         length squared; held bytes beyond MAX_SSE_LINE_BYTES are `bad_chunk`."""
         response = self._response
         held: list[bytes] = []
@@ -548,11 +662,7 @@ class StreamingClient:
                 if held:
                     yield b"".join(held)
                 return
-            if self._got_text:
-                timeout, category = self.timeouts.idle_s, "timeout_idle"
-            else:
-                timeout, category = self._deadline - time.perf_counter(), "timeout_ttft"
-            data = self._recv(timeout, category)
+            data = self._recv()
             if not data:
                 if response.body:
                     continue
@@ -589,17 +699,17 @@ class StreamingClient:
         itl = result.itl_s
         start = result.start
         try:
-            for event in SSEClient(self._body_pieces()).events():
-                data = event.data
+            for data in event_data(self._body_pieces()):
                 if done:
                     continue
-                if data == "[DONE]":
+                if data == b"[DONE]":
                     done = True
                     result.e2e_s = self._recv_t - start
                     continue
                 chunk = orjson.loads(data)
                 if not isinstance(chunk, dict):
-                    raise RequestFailed("bad_chunk", f"SSE data is not a JSON object: {data[:80]}")
+                    snippet = data[:80].decode(errors="replace")
+                    raise RequestFailed("bad_chunk", f"SSE data is not a JSON object: {snippet}")
                 choices = chunk.get("choices")
                 if choices:
                     choice = choices[0]
@@ -619,6 +729,7 @@ class StreamingClient:
                         else:
                             self._got_text = True
                             result.ttft_s = now - start
+                            self._limit_changed()
                         last_text_t = now
                         pieces.append(text)
                     reason = choice.get("finish_reason")
@@ -659,6 +770,12 @@ class StreamingClient:
         if error is not None:
             message = error.get("message") if isinstance(error, dict) else str(error)
             raise RequestFailed("server_error", f"server error in stream: {message}")
+
+
+def _is_gevent_socket(sock: object) -> bool:
+    """A cooperative socket (Locust's processes, monkey-patched): its waits can be
+    interrupted by a timer."""
+    return isinstance(sock, gevent.socket.socket)
 
 
 def _still_open(sock: socket.socket) -> bool:

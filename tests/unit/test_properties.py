@@ -12,7 +12,7 @@ import string
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kvswarm.analysis.runs import read_requests
@@ -176,3 +176,30 @@ def test_the_trace_reader_takes_any_lines_or_says_what_is_wrong(
         load_trace(path, block)
     except KvswarmError as exc:
         assert str(exc) and "\n" not in str(exc).strip()
+
+
+# SSE streams as servers send them, and as odd ones might: fields, comments, blank lines,
+# all three line ends, multi-line data, non-ASCII text.
+sse_lines = st.one_of(
+    st.builds(lambda text: f"data: {text}", st.text(max_size=12)),
+    st.builds(lambda text: f"data:{text}", st.text(max_size=6)),
+    st.sampled_from(["data: [DONE]", ": keep-alive", "event: x", "id: 7", "retry: 10", "", " "]),
+)
+# Mostly LF, as LLM servers send: a CR sends the rest of the stream to sseclient-py.
+sse_line_ends = st.sampled_from(["\n"] * 8 + ["\r\n", "\r"])
+
+
+@SETTINGS
+@example(lines=[("data: ", "\n"), ("", "\n"), ("data: x", "\n")], cuts=[])
+@given(
+    lines=st.lists(st.tuples(sse_lines, sse_line_ends), max_size=14),
+    cuts=st.lists(st.integers(0, 10**4), max_size=10),
+)
+def test_the_sse_reader_gives_what_sseclient_gives_however_the_bytes_are_split(lines, cuts) -> None:
+    from sseclient import SSEClient
+
+    from kvswarm.sse import event_data
+
+    body = "".join(line + end for line, end in lines).encode()
+    expected = [event.data.encode() for event in SSEClient([body]).events()]
+    assert list(event_data(split(body, cuts))) == expected

@@ -1,0 +1,151 @@
+"""The client's timeouts on real sockets under gevent, where one lazy timer per request
+watches them (a socket timeout would cost a timer per token).
+
+Each test serves one scripted response from a gevent server in this process: what it
+writes, with pauses between, then silence (until the client hangs up) or more of the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import gevent
+import orjson
+import pytest
+from gevent.server import StreamServer
+
+import kvswarm.client
+from kvswarm.client import CompletionRequest, StreamingClient, Timeouts
+
+REQUEST = CompletionRequest(endpoint="chat", model="m", max_tokens=64, messages=[])
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def event(obj: object) -> bytes:
+    data = b"data: " + (obj if isinstance(obj, bytes) else orjson.dumps(obj)) + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def token(text: str, finish: str | None = None) -> bytes:
+    return event({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]})
+
+
+END = event(b"[DONE]") + b"0\r\n\r\n"
+
+
+def read_request(sock) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+
+
+def serve(script):
+    """A server on a free port answering every request with `script(sock)`."""
+
+    def handle(sock, _address) -> None:
+        try:
+            read_request(sock)
+            script(sock)
+        except OSError:
+            pass
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def server_for() -> Iterator:
+    servers: list[StreamServer] = []
+
+    def start(script) -> str:
+        server = serve(script)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.stop(timeout=1)
+
+
+def client(url: str, **limits: float) -> StreamingClient:
+    return StreamingClient(url, timeouts=Timeouts(**{"connect_s": 2, **limits}))
+
+
+def test_silence_before_the_first_token_is_timeout_ttft(server_for) -> None:
+    url = server_for(lambda sock: (sock.sendall(HEAD), sock.recv(1)))
+    started = time.perf_counter()
+    result = client(url, ttft_s=0.3, idle_s=5, total_s=10).complete(REQUEST)
+    assert result.failure == "timeout_ttft"
+    assert "0.3 s after the request start" in result.error
+    assert time.perf_counter() - started >= 0.3
+
+
+def test_silence_after_the_first_token_is_timeout_idle(server_for) -> None:
+    url = server_for(lambda sock: (sock.sendall(HEAD + token("a")), sock.recv(1)))
+    result = client(url, ttft_s=30, idle_s=0.3, total_s=60).complete(REQUEST)
+    assert result.failure == "timeout_idle"
+    assert result.ttft_s is not None and result.e2e_s >= result.ttft_s + 0.3
+    assert result.e2e_s < 30  # the idle limit ended it, not the TTFT limit it replaced
+
+
+def test_an_error_body_that_never_comes_is_given_up_after_the_idle_limit(server_for) -> None:
+    head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100\r\n\r\n{"
+    url = server_for(lambda sock: (sock.sendall(head), sock.recv(1)))
+    result = client(url, ttft_s=30, idle_s=0.3, total_s=60).complete(REQUEST)
+    assert result.failure == "http_500"
+    assert 0.3 <= result.e2e_s < 30
+
+
+def steady(tokens: int, gap_s: float):
+    def script(sock) -> None:
+        sock.sendall(HEAD)
+        for i in range(tokens):
+            gevent.sleep(gap_s)
+            sock.sendall(token(f"t{i}", "length" if i == tokens - 1 else None))
+        sock.sendall(END)
+
+    return script
+
+
+def test_a_stream_longer_than_the_idle_limit_is_not_cut_while_tokens_keep_coming(
+    server_for,
+) -> None:
+    url = server_for(steady(tokens=30, gap_s=0.02))
+    result = client(url, ttft_s=5, idle_s=0.1, total_s=10).complete(REQUEST)
+    assert result.ok, result.error
+    assert result.text_chunks == 30 and result.e2e_s > 0.5
+
+
+def test_a_stream_still_sending_at_the_total_limit_is_timeout_total(server_for) -> None:
+    url = server_for(steady(tokens=1000, gap_s=0.01))
+    result = client(url, ttft_s=5, idle_s=5, total_s=0.4).complete(REQUEST)
+    assert result.failure == "timeout_total"
+    assert result.text_chunks > 5
+
+
+def test_one_timer_watches_a_request_not_one_per_token(server_for, monkeypatch) -> None:
+    timers: list[float] = []
+    original = kvswarm.client._Watchdog._set
+    monkeypatch.setattr(
+        kvswarm.client._Watchdog, "_set", lambda self, at: (timers.append(at), original(self, at))
+    )
+    url = server_for(steady(tokens=40, gap_s=0.002))
+    streaming = client(url, ttft_s=30, idle_s=30, total_s=60)
+    for _ in range(3):
+        assert streaming.complete(REQUEST).ok
+    assert len(timers) == 3
+
+
+def test_the_request_is_unwatched_after_it_ends(server_for) -> None:
+    """No timer left behind to throw into the user's greenlet later."""
+    url = server_for(steady(tokens=3, gap_s=0.001))
+    streaming = client(url, ttft_s=0.2, idle_s=0.2, total_s=0.3)
+    assert streaming.complete(REQUEST).ok
+    gevent.sleep(0.5)  # past every limit of the request that ended
+    assert streaming.complete(REQUEST).ok
