@@ -240,8 +240,23 @@ def _itl_cells(itl: Sequence[float]) -> _ItlCells:
         p50=_ms(_percentile_sorted(ordered, 0.5)),
         p99=_ms(_percentile_sorted(ordered, 0.99)),
         max=_ms(ordered[-1]),
-        all=";".join(f"{gap * 1000.0:.3f}" for gap in itl),
+        all=_gaps_ms(itl),
     )
+
+
+_GAP_FORMATS: dict[int, str] = {}
+
+
+def _gaps_ms(itl: Sequence[float]) -> str:
+    """Every gap in ms with 3 decimals, `;`-separated: one `%` over a format made once per
+    length (half the CPU of a format per gap; a 64-token row renders on every request)."""
+    count = len(itl)
+    template = _GAP_FORMATS.get(count)
+    if template is None:
+        template = ";".join(["%.3f"] * count)
+        if len(_GAP_FORMATS) < 4096:
+            _GAP_FORMATS[count] = template
+    return template % tuple([gap * 1000.0 for gap in itl])
 
 
 def to_row(record: RequestRecord) -> list[str]:
