@@ -103,13 +103,16 @@ def throughput(rows: pd.DataFrame, window_s: float | None) -> Throughput:
 def goodput_per_s(
     rows: pd.DataFrame, window_s: float | None, slo: dict[str, float] | None
 ) -> float | None:
-    """Successful requests/s whose TTFT, and TPOT where defined, meet the SLOs."""
+    """Successful requests/s whose TTFT, TPOT where defined, and E2E when the SLOs set
+    one, meet the SLOs (the requests `met_slo` flags)."""
     if not window_s or not slo:
         return None
     ok = successful(rows)
     meets = (ok["ttft_ms"] <= slo["ttft_ms"]) & (
         ok["tpot_ms"].isna() | (ok["tpot_ms"] <= slo["tpot_ms"])
     )
+    if slo.get("e2e_ms"):
+        meets &= ok["e2e_ms"] <= slo["e2e_ms"]
     return int(meets.sum()) / window_s
 
 

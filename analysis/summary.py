@@ -10,6 +10,7 @@ import pandas as pd
 from kvswarm.analysis.metrics import failures_by_category, goodput_per_s, hit_split, percentiles
 from kvswarm.analysis.outages import describe_outage, target_outages
 from kvswarm.analysis.runs import TORN_LAST_LINE, Run, itl_values
+from kvswarm.analysis.steps import format_sweep, sweep
 from kvswarm.runrecord import CPU_SHARE_LIMIT, LOOP_LAG_P99_LIMIT_MS
 
 PERCENTILES = (50, 90, 99)
@@ -296,6 +297,9 @@ def format_summary(
             values = s.latency[metric]
             cells = " ".join(f"{_cell(values[p], 2):>10}" for p in PERCENTILES)
             lines.append(f"  {metric.upper():<6} {cells}")
+    if run is not None and (stepped := sweep(run)) is not None:
+        lines.append("")
+        lines.extend(format_sweep(stepped))
     lines.append("")
     lines.append(f"results: {results_dir}")
     return "\n".join(lines) + "\n"

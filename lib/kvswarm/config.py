@@ -113,10 +113,26 @@ class TimeoutsConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class SloConfig:
-    """Service-level objectives for goodput and verdicts (milliseconds)."""
+    """Service-level objectives for goodput, each request's `met_slo` and verdicts
+    (milliseconds; `e2e_ms` only when set). A step of a `--kv-steps` sweep is within
+    the SLOs when at least `attainment` of its requests met them."""
 
     ttft_ms: PositiveFloat = 2000.0
     tpot_ms: PositiveFloat = 100.0
+    e2e_ms: PositiveFloat | None = None
+    attainment: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+
+    def met_by(
+        self, ok: bool, ttft_s: float | None, tpot_s: float | None, e2e_s: float | None
+    ) -> bool:
+        """A request met them: it succeeded, and its TTFT, its TPOT (when it has one) and
+        its E2E (when `e2e_ms` is set) are within their limits."""
+        if not ok or ttft_s is None or ttft_s * 1000.0 > self.ttft_ms:
+            return False
+        if tpot_s is not None and tpot_s * 1000.0 > self.tpot_ms:
+            return False
+        limit = self.e2e_ms
+        return limit is None or (e2e_s is not None and e2e_s * 1000.0 <= limit)
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -60,6 +60,8 @@ class RequestRecord:
     send_lag_s: float | None = None
     # Trace replay: the row of the trace file the request replays.
     trace_row: int | None = None
+    # --kv-steps: the step (0-based) of the load plan the request was sent in.
+    step: int | None = None
     prefix_id: str = ""
     prefix_tokens: int = 0
     expected_hit: bool = False
@@ -82,6 +84,8 @@ class RequestRecord:
     server_prefill_s: float | None = None
     server_transfer_s: float | None = None
     server_decode_s: float | None = None
+    # Whether it met the config's SLOs (`slo`): succeeded within every limit set.
+    met_slo: bool = False
 
     @property
     def cancelled(self) -> bool:
@@ -165,6 +169,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("trace_row", "int", "", "trace replay: the row of the trace file (0-based) the "
            "request replays; empty otherwise", lambda r, i: _opt(r.trace_row), nullable=True,
            added_later=True),
+    Column("step", "int", "", "`--kv-steps`: the step of the load plan (0-based) the request "
+           "was sent in (open loop: scheduled in); empty without steps",
+           lambda r, i: _opt(r.step), nullable=True, added_later=True),
     Column("prefix_id", "str", "", "the reusable prefix the request begins with (pool item "
            "or conversation); empty when unique from its first token", lambda r, i: r.prefix_id),
     Column("prefix_tokens", "int", "tokens", "that prefix's length",
@@ -216,6 +223,9 @@ COLUMNS: tuple[Column, ...] = (
            nullable=True),
     Column("server_decode_ms", "float", "ms", "the engine's own decode time",
            lambda r, i: _ms(r.server_decode_s), nullable=True),
+    Column("met_slo", "bool", "0/1", "the request succeeded within every SLO of the config "
+           "(`slo.ttft_ms`, `slo.tpot_ms`, `slo.e2e_ms` when set)",
+           lambda r, i: _flag(r.met_slo), added_later=True),
 )  # fmt: skip
 CSV_COLUMNS: tuple[str, ...] = tuple(column.name for column in COLUMNS)
 

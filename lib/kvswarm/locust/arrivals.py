@@ -12,15 +12,19 @@ then, so `-u` caps the requests in flight. When every user is busy at an arrival
 request goes out late, when a user frees up: each record carries its scheduled time and
 its lag (`scheduled_unix_s`, `send_lag_ms`), so latencies can be read from the schedule
 as well as from the send, and the summary reports the lag. In a fleet each of W workers
-sends R/W on its own generator (seeded with its index).
+sends R/W on its own generator (seeded with its index). With `--kv-steps` the rate
+follows the step plan's levels on the fleet's common timeline (`kvswarm.locust.steps`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from kvswarm.locust.steps import StepPlan
 
 __all__ = ["ARRIVALS", "ArrivalPlan", "ArrivalSchedule", "TraceSchedule", "monotonic_to_unix"]
 
@@ -47,24 +51,45 @@ class ArrivalPlan:
 class ArrivalSchedule:
     """One process's arrival times: `take()` hands the next one to the user asking."""
 
-    def __init__(self, plan: ArrivalPlan, share: float, seed: int, start_s: float) -> None:
+    def __init__(
+        self,
+        plan: ArrivalPlan,
+        share: float,
+        seed: int,
+        start_s: float,
+        steps: StepPlan | None = None,
+        timeline_start: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         """`share`: this process's part of the plan's rate (1/W of a W-worker fleet);
-        `start_s`: the `time.monotonic()` of the first arrival's origin."""
+        `start_s`: the `time.monotonic()` of the first arrival's origin; `steps`: rates
+        by step, from `timeline_start()` (wall clock; 0 until known: the first step)."""
         self.plan = plan
+        self.share = share
         self.rate_per_s = plan.rate_per_s * share
+        self.steps = steps
+        self._timeline_start = timeline_start
         self._rng = np.random.default_rng(seed)
         self._next_s = start_s
         self._monotonic_to_unix = time.time() - time.monotonic()
 
-    def gap_s(self) -> float:
-        """One inter-arrival gap, mean 1 / rate."""
+    def gap_s(self, rate_per_s: float | None = None) -> float:
+        """One inter-arrival gap, mean 1 / rate (this process's rate unless given)."""
+        rate = rate_per_s or self.rate_per_s
         shape = self.plan.shape()
-        return float(self._rng.gamma(shape, 1.0 / (self.rate_per_s * shape)))
+        return float(self._rng.gamma(shape, 1.0 / (rate * shape)))
 
     def take(self) -> float:
         """The next arrival time (`time.monotonic()` seconds)."""
-        self._next_s += self.gap_s()
+        self._next_s += self.gap_s(self._rate_now())
         return self._next_s
+
+    def _rate_now(self) -> float | None:
+        """With steps, this process's rate at the last arrival's time."""
+        if self.steps is None:
+            return None
+        origin = self._timeline_start()
+        elapsed = self.to_unix(self._next_s) - origin if origin else 0.0
+        return self.steps.level_at(elapsed) * self.share
 
     def to_unix(self, monotonic_s: float) -> float:
         """A monotonic arrival time on the wall clock of requests.csv's start times."""

@@ -19,6 +19,7 @@ from kvswarm.config import Config, load_config
 from kvswarm.errors import ConfigError
 from kvswarm.locust.arrivals import ARRIVALS, ArrivalPlan
 from kvswarm.locust.recorder import ITL_EVENTS
+from kvswarm.locust.steps import StepPlan, parse_steps
 from kvswarm.urls import check_url
 
 __all__ = ["MODES", "KvOptions", "RunSettings", "add_arguments"]
@@ -174,6 +175,19 @@ def add_arguments(parser: Any) -> None:
         "above 1 more regular, 1 = poisson)",
     )
     parser.add_argument(
+        "--kv-steps",
+        default="",
+        help="step the load through these levels, comma-separated, each held --kv-step-s, "
+        "then end the test: users (closed loop) or, with --kv-arrival, requests per second "
+        "(-u users held as the in-flight cap); requests.csv's step column says which",
+    )
+    parser.add_argument(
+        "--kv-step-s",
+        type=float,
+        default=60.0,
+        help="--kv-steps: seconds each level is held",
+    )
+    parser.add_argument(
         "--kv-fleet-workers",
         dest=FLEET_WORKERS_OPTION,
         type=int,
@@ -207,13 +221,13 @@ def add_arguments(parser: Any) -> None:
 
 def _arrival_plan(get: Any) -> ArrivalPlan:
     """The open-loop plan from the options; `ConfigError` for an open loop without a rate
-    or with a burstiness that is not positive."""
+    (unless --kv-steps gives the rates) or with a burstiness that is not positive."""
     kind = get("kv_arrival") or "closed"
     if kind not in ARRIVALS:
         raise ConfigError(f"--kv-arrival: must be one of {', '.join(ARRIVALS)}, got {kind!r}")
     rate = _seconds(get("kv_rate"), "--kv-rate", 0.0)
     burstiness = _seconds(get("kv_burstiness"), "--kv-burstiness", 1.0)
-    if kind != "closed" and rate <= 0:
+    if kind != "closed" and rate <= 0 and not (get("kv_steps") or "").strip():
         raise ConfigError(f"--kv-arrival {kind}: needs --kv-rate (requests per second) above 0")
     if burstiness <= 0:
         raise ConfigError(f"--kv-burstiness: must be above 0, got {burstiness:g}")
@@ -249,6 +263,7 @@ class KvOptions:
     skip_preflight: bool = False
     backoff_max_s: float = 5.0
     arrival: ArrivalPlan = ArrivalPlan()
+    steps: StepPlan | None = None
     fleet_workers: int = 0
     replay_start_unix: float = 0.0
     run_uid: str = ""
@@ -273,7 +288,12 @@ class KvOptions:
             reset_cache=bool(get("kv_reset_cache")),
             skip_preflight=bool(get("kv_skip_preflight")),
             backoff_max_s=_seconds(get("kv_backoff_max"), "--kv-backoff-max", 5.0),
-            arrival=_arrival_plan(get),
+            arrival=(arrival := _arrival_plan(get)),
+            steps=parse_steps(
+                get("kv_steps") or "",
+                _seconds(get("kv_step_s"), "--kv-step-s", 60.0),
+                arrival.open_loop,
+            ),
             fleet_workers=int(get(FLEET_WORKERS_OPTION) or 0),
             replay_start_unix=float(get(REPLAY_START_OPTION) or 0.0),
             run_uid=get(RUN_UID_OPTION) or "",
@@ -295,6 +315,7 @@ class KvOptions:
             "skip_preflight": self.skip_preflight,
             "backoff_max_s": self.backoff_max_s,
             "arrival": asdict(self.arrival),
+            "steps": asdict(self.steps) if self.steps is not None else None,
         }
 
 

@@ -49,7 +49,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from kvswarm.config import Config, redacted
 from kvswarm.engines import EngineProfile, detect_engine, engine_profile
-from kvswarm.errors import KvswarmError
+from kvswarm.errors import ConfigError, KvswarmError
 from kvswarm.live import LiveLatency
 
 # The module, not its names: it may be half-imported here (a locustfile that imports
@@ -72,6 +72,7 @@ from kvswarm.locust.options import (
 )
 from kvswarm.locust.recorder import Recorder
 from kvswarm.locust.shipping import MasterCollector, WorkerOutbox
+from kvswarm.locust.steps import StepShape
 from kvswarm.locust.upstream import apply_workarounds
 from kvswarm.metrics_sources import ServerWindow, Snapshot, scrape
 from kvswarm.preflight import preflight
@@ -127,6 +128,8 @@ class KvswarmPlugin:
         self.arrivals: ArrivalSchedule | None = None
         # Trace replays: per scenario, this process's rows and their times.
         self._trace_schedules: dict[str, TraceSchedule] = {}
+        # The load's timeline on the wall clock, common to a fleet (the master's, shipped
+        # with the spawn message): a trace replay's time 0, and --kv-steps' origin.
         self._replay_start_unix = 0.0
         self.run: RunDirectory | None = None
         self.server: ServerWindow | None = None
@@ -176,12 +179,50 @@ class KvswarmPlugin:
         if self.owns_results:
             self._attach_exporter()
             webui.watch_html_report(self)
+            self._install_step_shape()
         if self.environment.web_ui is not None:
             self._add_web_routes()
             # Fed only when something reads it; a headless run pays nothing for it.
             self.live = LiveLatency()
             self.events.record_kept.add_listener(self._feed_live)
             webui.KvswarmWebUi(self).install()
+
+    def _install_step_shape(self) -> None:
+        """`--kv-steps`: kvswarm's step shape runs the test, unless the locustfile has a
+        shape of its own (then the two would fight: one line, exit 2)."""
+        plan = self.settings.options.steps
+        if plan is None:
+            return
+        environment = self.environment
+        if environment.shape_class is not None:
+            raise ConfigError(
+                f"--kv-steps: the locustfile has its own load shape "
+                f"({type(environment.shape_class).__name__}); use one or the other"
+            )
+        held = int(getattr(environment.parsed_options, "num_users", None) or 1)
+        environment.shape_class = StepShape(
+            plan,
+            timeline_start=lambda: self._replay_start_unix,
+            users_for=(lambda _rate: held) if plan.unit != "users" else int,
+        )
+        environment.shape_class.runner = environment.runner
+
+    def _record_step_origin(self) -> None:
+        """run.json's `options.steps` gets the plan's start on the wall clock."""
+        steps = self.run.record.options.get("steps") if self.run is not None else None
+        if steps:
+            options = {**self.run.record.options}
+            options["steps"] = {**steps, "start_unix_s": self._replay_start_unix}
+            self.run.update(options=options)
+
+    def step_at(self, unix_s: float) -> int | None:
+        """`--kv-steps`: the step a request sent (or scheduled) at `unix_s` belongs to."""
+        plan = self.settings.options.steps
+        if plan is None:
+            return None
+        origin = self._replay_start_unix
+        step = plan.step_at(unix_s - origin if origin else 0.0)
+        return len(plan.levels) - 1 if step is None else step
 
     def _attach_exporter(self) -> None:
         """kvswarm's Prometheus exporter and the per-run server sampler, fed from the
@@ -265,7 +306,14 @@ class KvswarmPlugin:
             return None
         workers, index = self._fleet_share()
         seed = self.settings.config.seed * 1_000 + index
-        return ArrivalSchedule(plan, 1.0 / workers, seed, time.monotonic())
+        return ArrivalSchedule(
+            plan,
+            1.0 / workers,
+            seed,
+            time.monotonic(),
+            steps=self.settings.options.steps,
+            timeline_start=lambda: self._replay_start_unix,
+        )
 
     def _fleet_share(self) -> tuple[int, int]:
         """How many processes share the load's schedule, and this one's place among them
@@ -399,6 +447,7 @@ class KvswarmPlugin:
             # A trace replay's timeline starts once the users have had time to spawn.
             self._replay_start_unix = time.time() + REPLAY_GRACE_S
             setattr(options, REPLAY_START_OPTION, self._replay_start_unix)
+            self._record_step_origin()
         if self.live is not None:
             self.live = LiveLatency()
         if self.collector is not None:

@@ -75,7 +75,7 @@ class LLMUser(User):
             model=config.model_name,
             max_tokens=max_tokens or config.max_tokens,
             messages=messages,
-            prompt=prompt or _flatten(messages),
+            prompt=prompt or ("" if settings.endpoint == "chat" else _flatten(messages)),
             stream=generation.stream,
             extra=extra,
             request_id=request_id,
@@ -108,6 +108,7 @@ class LLMUser(User):
                 RequestRecord(
                     streamed=request.stream,
                     start_unix_s=started,
+                    step=self._step(identity, started),
                     failure=CANCELLED,
                     error="stopped by the test before the response ended",
                     **identity,
@@ -121,6 +122,10 @@ class LLMUser(User):
             # How late the request started against its schedule (the client's own start:
             # after connecting, just before the request's bytes went).
             identity["send_lag_s"] = max(0.0, result.start_unix_s - identity["scheduled_unix_s"])
+        identity["step"] = self._step(identity, result.start_unix_s or started)
+        identity["met_slo"] = config.slo.met_by(
+            result.ok, result.ttft_s, result.tpot_s, result.e2e_s
+        )
         kv.recorder.report(build_record(result, engine.request_timings(result), **identity))
         if engine.is_context_error(result.status_code, result.error):
             kv.abort(
@@ -132,6 +137,11 @@ class LLMUser(User):
         if wait_s:
             gevent.sleep(wait_s)
         return result
+
+    def _step(self, identity: dict[str, Any], started_unix_s: float) -> int | None:
+        """--kv-steps: the request's step, by its scheduled time in an open loop, else by
+        its start."""
+        return self.kv.step_at(identity.get("scheduled_unix_s") or started_unix_s)
 
     @staticmethod
     def _wait_until(due_s: float) -> float:

@@ -1,0 +1,110 @@
+"""`--kv-steps`: the load held at each level in turn, every request labelled with its
+step, and the capacity at SLO found where the simulator's cost model puts the knee.
+
+The simulator serves two sequences at a time (`--max-num-seqs 2`), each request taking
+~5 ms of prefill and 8 tokens at 10 ms: one or two closed-loop users never queue (TTFT
+a few ms), six always keep four waiting (TTFT from one to two service times, ~85-170
+ms). With a 60 ms TTFT SLO the knee is between 2 and 6 users.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.liveruns import read_rows
+from tests.support.processes import REPO, run_dirs, run_locust
+
+LEVELS = (1, 2, 6)
+STEP_S = 3.0
+CONFIG = """\
+generation: {max_tokens: 8}
+slo: {ttft_ms: 60, tpot_ms: 1000, attainment: 0.9}
+"""
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    directory = tmp_path_factory.mktemp("steps-sim")
+    cost = [
+        "--max-num-seqs", "2", "--prefill-base-ms", "5", "--prefill-ms-per-token", "0",
+        "--decode-base-ms", "10", "--decode-ms-per-seq", "0",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvswarm.cli", "sim", "--port", "0", "--print-json", *cost],
+        cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        assert line.startswith("{"), process.stderr.read() if process.stderr else ""
+        yield json.loads(line)["base_url"]
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def stepped_run(simulator: str, tmp_path_factory: pytest.TempPathFactory):
+    directory = tmp_path_factory.mktemp("steps")
+    config = directory / "config.yaml"
+    config.write_text(CONFIG)
+    completed = run_locust(
+        [
+            "-f", str(REPO / "tests" / "support" / "locustfile_basic.py"), "--headless",
+            "--host", simulator, "--kv-config", str(config),
+            "--kv-results", str(directory / "results"),
+            "--kv-steps", ",".join(map(str, LEVELS)), "--kv-step-s", str(STEP_S),
+        ],
+        cwd=directory,
+        timeout_s=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (run,) = run_dirs(directory / "results")
+    return read_rows(run), json.loads((run / "run.json").read_text()), completed.stdout, run
+
+
+def test_the_plan_and_its_start_are_in_run_json(stepped_run) -> None:
+    _, meta, _, _ = stepped_run
+    steps = meta["options"]["steps"]
+    assert steps["levels"] == list(LEVELS) and steps["step_s"] == STEP_S
+    assert steps["unit"] == "users" and steps["start_unix_s"] > 1.7e9
+
+
+def test_every_request_is_labelled_with_the_step_it_started_in(stepped_run) -> None:
+    rows, meta, _, _ = stepped_run
+    origin = meta["options"]["steps"]["start_unix_s"]
+    assert {row["step"] for row in rows} == {"0", "1", "2"}
+    for row in rows:
+        elapsed = float(row["start_unix_s"]) - origin
+        expected = min(max(0, int(elapsed // STEP_S)), len(LEVELS) - 1)
+        assert int(row["step"]) == expected, row
+
+
+def test_the_test_ends_when_the_plan_does(stepped_run) -> None:
+    rows, meta, _, _ = stepped_run
+    origin = meta["options"]["steps"]["start_unix_s"]
+    assert max(float(row["start_unix_s"]) for row in rows) < origin + len(LEVELS) * STEP_S + 1.5
+
+
+def test_each_request_says_whether_it_met_the_slo(stepped_run) -> None:
+    rows, _, _, _ = stepped_run
+    for row in rows:
+        met = row["ok"] == "1" and float(row["ttft_ms"]) <= 60 and float(row["tpot_ms"]) <= 1000
+        assert row["met_slo"] == ("1" if met else "0"), row
+
+
+def test_the_capacity_at_slo_is_the_last_level_before_queueing(stepped_run) -> None:
+    _, _, stdout, run = stepped_run
+    from kvswarm.analysis.runs import load_run
+    from kvswarm.analysis.steps import sweep
+
+    result = sweep(load_run(run))
+    assert result is not None
+    shares = {f.level: f.met_slo_share for f in result.steps}
+    assert shares[1] >= 0.9 and shares[2] >= 0.9 and shares[6] < 0.9, shares
+    assert result.capacity == {"basic": 2.0}
+    assert "capacity at SLO, basic: 2 users" in stdout
