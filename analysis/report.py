@@ -7,6 +7,7 @@ throughput, Locust's (bucket-rounded) percentiles and the history charts.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from kvswarm.analysis.metrics import (
     time_series,
 )
 from kvswarm.analysis.runs import Run
+from kvswarm.analysis.steps import Sweep, sweep
 
 __all__ = ["CHARTS_DIR", "build_report", "scenario_names", "time_bin_s"]
 
@@ -83,7 +85,10 @@ def _setup_table(run: Run) -> Table:
         ("token sizing", sizing),
         ("prompt tokens achieved", prompts),
         ("KV store", (r.server.kv_store if r.server else None) or "-"),
-        ("SLOs", ", ".join(f"{k} {v:g}" for k, v in (run.slo or {}).items()) or "-"),
+        (
+            "SLOs",
+            ", ".join(f"{k} {v:g}" for k, v in (run.slo or {}).items() if v is not None) or "-",
+        ),
     ]
     return Table("", ("setting", "value"), tuple(rows))
 
@@ -410,12 +415,57 @@ def build_report(run: Run, out_dir: Path, with_charts: bool = True) -> Document:
         _server_section(run),
         _hit_rates_section(run),
     ]
+    stepped = sweep(run)
+    if stepped is not None:
+        sections.insert(2, _steps_section(stepped, run.record.mode))
     if with_charts:
         sections.append(Section("Charts", charts=tuple(_charts(run, out_dir))))
     data = {"run": run.name, "mode": run.record.mode, "summary": summary, "latency": latency,
             "cache": cache, "pd_split": pd_split,
+            "steps": _steps_data(stepped),
             "server": run.record.server.to_dict() if run.record.server else None}  # fmt: skip
     return Document("report", f"kvswarm report: {run.name}", (_intro(run),), tuple(sections), data)
+
+
+def _steps_section(stepped: Sweep, mode: str) -> Section:
+    """A --kv-steps sweep: each step's figures, and the capacity at SLO per scenario."""
+    unit = "users" if stepped.unit == "users" else "req/s"
+    steps = Table(
+        "",
+        ("scenario", "step", unit, "requests", "met SLO", "req/s", "TTFT p50 (ms)",
+         "TTFT p99 (ms)", "E2E p99 (ms)"),
+        tuple(
+            (f.scenario, str(f.step), f"{f.level:g}", str(f.requests),
+             share_cell(f.met_slo_share), f"{f.requests_per_s:.2f}", cell(f.ttft_p50_ms),
+             cell(f.ttft_p99_ms), cell(f.e2e_p99_ms))
+            for f in stepped.steps
+        ),
+        f"Each level held {stepped.step_s:g} s. met SLO: the share of the step's requests "
+        "that succeeded within the config's slo (requests.csv met_slo).",
+    )  # fmt: skip
+    capacity = Table(
+        "Capacity at SLO",
+        ("scenario", "mode", f"highest {unit} within the SLOs"),
+        tuple(
+            (scenario, mode, "none" if level is None else f"{level:g}")
+            for scenario, level in sorted(stepped.capacity.items())
+        ),
+        f"The highest level at which at least {stepped.attainment:.0%} of a step's requests "
+        "met the SLOs (slo.attainment).",
+    )
+    return Section("Steps", tables=(steps, capacity))
+
+
+def _steps_data(stepped: Sweep | None) -> dict[str, Any] | None:
+    if stepped is None:
+        return None
+    return {
+        "unit": stepped.unit,
+        "step_s": stepped.step_s,
+        "attainment": stepped.attainment,
+        "steps": [asdict(f) for f in stepped.steps],
+        "capacity_at_slo": stepped.capacity,
+    }
 
 
 def _intro(run: Run) -> str:

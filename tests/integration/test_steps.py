@@ -108,3 +108,21 @@ def test_the_capacity_at_slo_is_the_last_level_before_queueing(stepped_run) -> N
     assert shares[1] >= 0.9 and shares[2] >= 0.9 and shares[6] < 0.9, shares
     assert result.capacity == {"basic": 2.0}
     assert "capacity at SLO, basic: 2 users" in stdout
+
+
+def test_the_report_gives_the_steps_and_the_capacity_per_scenario_and_mode(
+    stepped_run, tmp_path
+) -> None:
+    _, _, _, run = stepped_run
+    completed = subprocess.run(
+        [sys.executable, "-m", "kvswarm.cli", "report", str(run), "-o", str(tmp_path),
+         "--format", "md", "--format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Steps" in markdown and "Capacity at SLO" in markdown
+    assert "| basic | non_disaggregated | 2 |" in markdown
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["steps"]["capacity_at_slo"] == {"basic": 2.0}
+    assert [step["level"] for step in data["steps"]["steps"]] == [1.0, 2.0, 6.0]
