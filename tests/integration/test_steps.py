@@ -126,3 +126,59 @@ def test_the_report_gives_the_steps_and_the_capacity_per_scenario_and_mode(
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["steps"]["capacity_at_slo"] == {"basic": 2.0}
     assert [step["level"] for step in data["steps"]["steps"]] == [1.0, 2.0, 6.0]
+
+
+RATES = (10.0, 40.0)
+
+
+def test_a_fleet_steps_its_open_loop_rate_on_the_masters_timeline(tmp_path) -> None:
+    """Master + 2 workers, open loop at 10/s then 40/s: each worker sends its half of
+    each step, and every request is labelled by its scheduled time on the timeline the
+    master shipped."""
+    from tests.support.processes import free_port, start_locust, start_stream_server
+
+    server = start_stream_server(tmp_path, ttft_ms=20, tpot_ms=5, tokens=8)
+    port = free_port()
+    basic = ["-f", str(REPO / "tests" / "support" / "locustfile_basic.py")]
+    workers = [
+        start_locust([*basic, "--worker", "--master-host", "127.0.0.1", "--master-port",
+                      str(port)], cwd=tmp_path)
+        for _ in range(2)
+    ]  # fmt: skip
+    try:
+        completed = run_locust(
+            [
+                *basic, "--headless", "--master", "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", str(port), "--expect-workers", "2", "-u", "20",
+                "--host", server.url, "--kv-results", str(tmp_path / "results"),
+                "--kv-arrival", "poisson", "--kv-steps", ",".join(map(str, RATES)),
+                "--kv-step-s", str(STEP_S),
+            ],
+            cwd=tmp_path,
+            timeout_s=120,
+        )  # fmt: skip
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.communicate(timeout=30)
+        server.stop()
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "results")
+    rows = read_rows(run)
+    steps = json.loads((run / "run.json").read_text())["options"]["steps"]
+    assert steps["unit"] == "requests_per_s" and steps["levels"] == list(RATES)
+    origin = steps["start_unix_s"]
+    for row in rows:
+        elapsed = float(row["scheduled_unix_s"]) - origin
+        assert int(row["step"]) == min(max(0, int(elapsed // STEP_S)), len(RATES) - 1), row
+    counts = [sum(row["step"] == str(step) for row in rows) for step in range(len(RATES))]
+    assert counts[1] > 2 * counts[0], counts  # 4x the rate, on the same timeline
+    for step, rate in enumerate(RATES):
+        sent = [row for row in rows if row["step"] == str(step)]
+        # Poisson counts: 30 and 120 expected (the first step also holds the second of
+        # arrivals before the plan's start); four standard deviations allowed.
+        expected = rate * STEP_S
+        assert abs(len(sent) - expected) <= 4 * expected**0.5 + rate, (step, len(sent))
+        assert {row["worker_id"] for row in sent} == {row["worker_id"] for row in rows} and len(
+            {row["worker_id"] for row in rows}
+        ) == 2
