@@ -120,17 +120,39 @@ class Run:
     @property
     def window_s(self) -> float | None:
         """Length of the measurement window in seconds (warm-up excluded), when the run
-        recorded one."""
-        return self.record.window.measured_s
+        recorded one. Warm-up by requests moves its start to the last warm-up request's."""
+        window = self.record.window
+        last = self._last_warmup_start_unix_s
+        if window.measured_s is None or window.end_unix_s is None or last is None:
+            return window.measured_s
+        return max(0.0, window.end_unix_s - max(window.measure_start_unix_s, last))
 
     @property
     def measured(self) -> pd.DataFrame:
-        """The requests that started after the warm-up (`results.warmup_s`): what
-        throughput and percentiles are computed from."""
+        """The requests outside the warm-up (`results.warmup_s`, and requests.csv's
+        `warmup` flag where it was written): what throughput and percentiles are
+        computed from."""
+        rows = self.requests
+        flagged = self._warmup_flags
+        if flagged is not None and flagged.any():
+            rows = rows[~flagged]
         if not self.warmup_s:
-            return self.requests
-        start = self.record.window.measure_start_unix_s
-        return self.requests[self.requests["start_unix_s"] >= start]
+            return rows
+        return rows[rows["start_unix_s"] >= self.record.window.measure_start_unix_s]
+
+    @cached_property
+    def _warmup_flags(self) -> pd.Series | None:
+        """requests.csv's `warmup` as booleans; None for a file written before it."""
+        if "warmup" not in self.requests.columns or self.requests["warmup"].isna().all():
+            return None
+        return self.requests["warmup"].fillna(0).astype(bool)
+
+    @cached_property
+    def _last_warmup_start_unix_s(self) -> float | None:
+        flagged = self._warmup_flags
+        if flagged is None or not flagged.any():
+            return None
+        return float(self.requests.loc[flagged, "start_unix_s"].max())
 
     @cached_property
     def scenarios(self) -> dict[str, pd.DataFrame]:

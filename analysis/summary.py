@@ -221,6 +221,19 @@ UNREPORTED_WAIT_MS = 1000.0
 _STACK_PARTS = ("server_queue_ms", "server_prefill_ms", "server_transfer_ms")
 
 
+def _warmup_line(run: Run) -> str | None:
+    """How many requests were warm-up (flagged in requests.csv, in no figure below)."""
+    if "warmup" not in run.requests or not run.requests["warmup"].notna().any():
+        return None
+    flagged = int(run.requests["warmup"].fillna(0).astype(bool).sum())
+    if not flagged:
+        return None
+    return (
+        f"warm-up: {flagged} of {len(run.requests)} requests (requests.csv's warmup "
+        "column), left out of every figure below"
+    )
+
+
 def _unreported_wait_line(run: Run) -> str | None:
     """A warning when requests waited far longer for their first token than the stack says
     it spent on them: TTFT − (queue + prefill + transfer, as the stack reported them) over
@@ -274,6 +287,8 @@ def format_summary(
         lines.extend(describe_outage(outage) for outage in target_outages(run.requests))
         if lag_line := _send_lag_line(run):
             lines.append(lag_line)
+        if warmup_line := _warmup_line(run):
+            lines.append(warmup_line)
         if wait_line := _unreported_wait_line(run):
             lines.append(wait_line)
     if not summaries:

@@ -296,6 +296,9 @@ class ResultsConfig:
     flush_interval_s: PositiveFloat = 2.0
     # Seconds at the start of a run excluded from throughput and percentiles.
     warmup_s: Annotated[float, Field(ge=0.0)] = 0.0
+    # The first requests of a run excluded too (a fleet: each of W workers its first
+    # N/W); both flag requests.csv's `warmup` column.
+    warmup_requests: NonNegativeInt = 0
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -86,6 +86,8 @@ class RequestRecord:
     server_decode_s: float | None = None
     # Whether it met the config's SLOs (`slo`): succeeded within every limit set.
     met_slo: bool = False
+    # A warm-up request (`results.warmup_s` / `warmup_requests`): in no figure.
+    warmup: bool = False
 
     @property
     def cancelled(self) -> bool:
@@ -226,6 +228,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("met_slo", "bool", "0/1", "the request succeeded within every SLO of the config "
            "(`slo.ttft_ms`, `slo.tpot_ms`, `slo.e2e_ms` when set)",
            lambda r, i: _flag(r.met_slo), added_later=True),
+    Column("warmup", "bool", "0/1", "a warm-up request (before `results.warmup_s` ended, or "
+           "one of the first `results.warmup_requests`): in requests.csv, in no figure",
+           lambda r, i: _flag(r.warmup), added_later=True),
 )  # fmt: skip
 CSV_COLUMNS: tuple[str, ...] = tuple(column.name for column in COLUMNS)
 

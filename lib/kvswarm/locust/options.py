@@ -29,6 +29,8 @@ MODES = ("non_disaggregated", "pd_disaggregated")
 # worker with the spawn messages: the run's unique identity, which goes into every
 # designed-miss prompt so that no run can find another run's "cold" prompts cached.
 RUN_UID_OPTION = "kv_run_uid"
+# When the measured window starts (the warm-up's end), shipped from the master.
+MEASURE_START_OPTION = "kv_measure_start_unix"
 # Set the same way: the scenarios the test runs (comma-separated), so that a worker builds
 # pools for, and checks, only those (its own classes are every scenario of its config).
 RUN_SCENARIOS_OPTION = "kv_run_scenarios"
@@ -204,6 +206,14 @@ def add_arguments(parser: Any) -> None:
         help=argparse.SUPPRESS,
     )
     parser.add_argument(
+        "--kv-measure-start",
+        dest=MEASURE_START_OPTION,
+        type=float,
+        default=0.0,
+        include_in_web_ui=False,
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument(
         "--kv-run-uid",
         dest=RUN_UID_OPTION,
         default="",
@@ -266,6 +276,7 @@ class KvOptions:
     steps: StepPlan | None = None
     fleet_workers: int = 0
     replay_start_unix: float = 0.0
+    measure_start_unix: float = 0.0
     run_uid: str = ""
     run_scenarios: tuple[str, ...] = ()
 
@@ -296,6 +307,7 @@ class KvOptions:
             ),
             fleet_workers=int(get(FLEET_WORKERS_OPTION) or 0),
             replay_start_unix=float(get(REPLAY_START_OPTION) or 0.0),
+            measure_start_unix=float(get(MEASURE_START_OPTION) or 0.0),
             run_uid=get(RUN_UID_OPTION) or "",
             run_scenarios=tuple(filter(None, (get(RUN_SCENARIOS_OPTION) or "").split(","))),
         )

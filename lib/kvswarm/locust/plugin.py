@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import secrets
 import signal
 import sys
@@ -63,6 +64,7 @@ from kvswarm.locust.events import KvswarmEvents
 from kvswarm.locust.loopprobe import LoopProbe
 from kvswarm.locust.options import (
     FLEET_WORKERS_OPTION,
+    MEASURE_START_OPTION,
     REPLAY_START_OPTION,
     RUN_SCENARIOS_OPTION,
     RUN_UID_OPTION,
@@ -131,6 +133,10 @@ class KvswarmPlugin:
         # The load's timeline on the wall clock, common to a fleet (the master's, shipped
         # with the spawn message): a trace replay's time 0, and --kv-steps' origin.
         self._replay_start_unix = 0.0
+        # Warm-up: requests started before this (wall clock; 0: no time warm-up) and the
+        # number of this process's first requests still to flag.
+        self._measure_start_unix = 0.0
+        self._warmup_left = 0
         self.run: RunDirectory | None = None
         self.server: ServerWindow | None = None
         self.summary_text = ""
@@ -206,6 +212,21 @@ class KvswarmPlugin:
             users_for=(lambda _rate: held) if plan.unit != "users" else int,
         )
         environment.shape_class.runner = environment.runner
+
+    def _start_warmup(self) -> None:
+        """This test's warm-up: a worker takes the master's window; every process flags
+        its share of `results.warmup_requests`."""
+        self._measure_start_unix = self.settings.options.measure_start_unix
+        workers, _ = self._fleet_share()
+        self._warmup_left = math.ceil(self.settings.config.results.warmup_requests / workers)
+
+    def is_warmup(self, started_unix_s: float) -> bool:
+        """Whether a request that started at `started_unix_s` (and ended now) is warm-up:
+        before the measured window, or one of this process's first requests."""
+        if self._warmup_left > 0:
+            self._warmup_left -= 1
+            return True
+        return started_unix_s < self._measure_start_unix
 
     def _record_step_origin(self) -> None:
         """run.json's `options.steps` gets the plan's start on the wall clock."""
@@ -284,6 +305,7 @@ class KvswarmPlugin:
             self.arrivals = self._arrival_schedule()
             self._trace_schedules = {}
             self._replay_start_unix = self.settings.options.replay_start_unix
+            self._start_warmup()
             if self.owns_results:
                 self._open_run()
             else:
@@ -435,6 +457,9 @@ class KvswarmPlugin:
             fleet=FleetSection(distributed=self.is_master),
         )
         self.run.update(window=Window(self.run.record.window.start_unix_s, None, _warmup(config)))
+        self._measure_start_unix = (
+            self.run.record.window.measure_start_unix_s if _warmup(config) > 0 else 0.0
+        )
         self.run_uid = f"{self.run.path.name}.{secrets.token_hex(4)}"
         if self.environment.parsed_options is not None:
             # Shipped to every worker with the spawn messages that follow.
@@ -447,6 +472,7 @@ class KvswarmPlugin:
             # A trace replay's timeline starts once the users have had time to spawn.
             self._replay_start_unix = time.time() + REPLAY_GRACE_S
             setattr(options, REPLAY_START_OPTION, self._replay_start_unix)
+            setattr(options, MEASURE_START_OPTION, self._measure_start_unix)
             self._record_step_origin()
         if self.live is not None:
             self.live = LiveLatency()

@@ -109,6 +109,7 @@ class LLMUser(User):
                     streamed=request.stream,
                     start_unix_s=started,
                     step=self._step(identity, started),
+                    warmup=self.kv.is_warmup(started),
                     failure=CANCELLED,
                     error="stopped by the test before the response ended",
                     **identity,
@@ -123,6 +124,7 @@ class LLMUser(User):
             # after connecting, just before the request's bytes went).
             identity["send_lag_s"] = max(0.0, result.start_unix_s - identity["scheduled_unix_s"])
         identity["step"] = self._step(identity, result.start_unix_s or started)
+        identity["warmup"] = kv.is_warmup(result.start_unix_s or started)
         identity["met_slo"] = config.slo.met_by(
             result.ok, result.ttft_s, result.tpot_s, result.e2e_s
         )
