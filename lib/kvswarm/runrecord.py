@@ -197,6 +197,12 @@ class RunRecord:
         "reset, not_supported or failed, with `detail`); null: the cache was left as it was",
         None,
     )
+    cache_prime: dict[str, Any] | None = _doc(
+        "`--kv-prime`: the prime pass of this process (a fleet's workers each log theirs): "
+        "`requests` sent, `prefixes` primed per scenario, `failed` by category, `seconds`; "
+        "null: no prime pass",
+        None,
+    )
     locust: LocustSection = _doc("Locust's load settings", factory=LocustSection)
     fleet: FleetSection = _doc("workers and what they shipped", factory=FleetSection)
     server: ServerReport | None = _doc(

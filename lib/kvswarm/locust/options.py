@@ -148,6 +148,14 @@ def add_arguments(parser: Any) -> None:
         "OpenAI-compatible, no answer) stops the run in one line before any load",
     )
     parser.add_argument(
+        "--kv-prime",
+        action="store_true",
+        default=False,
+        help="before the load, send every shared prefix of every scenario once (one "
+        "token each), so the measured phase starts with the cache warm; cold_start has "
+        "none to send. With --kv-reset-cache: reset, then prime",
+    )
+    parser.add_argument(
         "--kv-backoff-max",
         type=float,
         default=5.0,
@@ -271,6 +279,7 @@ class KvOptions:
     itl_events: str = "mean"
     reset_cache: bool = False
     skip_preflight: bool = False
+    prime: bool = False
     backoff_max_s: float = 5.0
     arrival: ArrivalPlan = ArrivalPlan()
     steps: StepPlan | None = None
@@ -298,6 +307,7 @@ class KvOptions:
             itl_events=get("kv_itl_events") or "mean",
             reset_cache=bool(get("kv_reset_cache")),
             skip_preflight=bool(get("kv_skip_preflight")),
+            prime=bool(get("kv_prime")),
             backoff_max_s=_seconds(get("kv_backoff_max"), "--kv-backoff-max", 5.0),
             arrival=(arrival := _arrival_plan(get)),
             steps=parse_steps(
@@ -325,6 +335,7 @@ class KvOptions:
             "itl_events": self.itl_events,
             "reset_cache": self.reset_cache,
             "skip_preflight": self.skip_preflight,
+            "prime": self.prime,
             "backoff_max_s": self.backoff_max_s,
             "arrival": asdict(self.arrival),
             "steps": asdict(self.steps) if self.steps is not None else None,

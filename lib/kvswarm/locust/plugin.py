@@ -78,6 +78,7 @@ from kvswarm.locust.steps import StepShape
 from kvswarm.locust.upstream import apply_workarounds
 from kvswarm.metrics_sources import ServerWindow, Snapshot, scrape
 from kvswarm.preflight import preflight
+from kvswarm.priming import PrimeOutcome
 from kvswarm.records import RequestRecord
 from kvswarm.rundir import RunDirectory
 from kvswarm.runrecord import FleetSection, LocustSection, ProcessLoad, Window
@@ -227,6 +228,19 @@ class KvswarmPlugin:
             self._warmup_left -= 1
             return True
         return started_unix_s < self._measure_start_unix
+
+    def note_prime(self, outcome: PrimeOutcome) -> None:
+        """The prime pass's outcome: in run.json (a standalone run), and in the log."""
+        logger.info("kvswarm: prime pass: %s", outcome.as_dict())
+        if outcome.failed:
+            print(
+                f"kvswarm: warning: prime pass: {outcome.requests - sum(outcome.failed.values())}"
+                f" of {outcome.requests} prefixes primed; failed: {outcome.failed}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if self.run is not None and self.owns_results:
+            self.run.update(cache_prime=outcome.as_dict())
 
     def _record_step_origin(self) -> None:
         """run.json's `options.steps` gets the plan's start on the wall clock."""

@@ -29,6 +29,7 @@ from kvswarm.config import Config, ScenarioConfig
 from kvswarm.errors import KvswarmError
 from kvswarm.locust.naming import user_class_name
 from kvswarm.locust.users import LLMUser
+from kvswarm.priming import prime
 from kvswarm.tokens import RatioSizer, SizerChoice, TokenSizer, choose_sizer
 from kvswarm.workloads import (
     Workload,
@@ -37,6 +38,7 @@ from kvswarm.workloads import (
     merge_stats,
     shared_material,
 )
+from kvswarm.workloads.pool import SharedMaterial
 from kvswarm.workloads.request import PromptRequest
 
 if TYPE_CHECKING:
@@ -238,6 +240,8 @@ class ScenarioSetup:
         for cls in classes:
             # Builds the scenario's shared pool now, before any user sends.
             self._build(cls.scenario, user_id=0).prepare()
+        if plugin.settings.options.prime:
+            self._prime(classes, material)
 
     def new_workload(self, scenario: str, user_id: int) -> Workload:
         """A user's workload, counted in this process's stats."""
@@ -287,6 +291,28 @@ class ScenarioSetup:
         )
         workload.min_hit_tokens = plugin.block_size or 0
         return workload
+
+    def _prime(self, classes: list[type], material: SharedMaterial) -> None:
+        """`--kv-prime`: every shared prefix sent once before this process's users start;
+        each primed prefix is then a designed hit from its first use in the load."""
+        settings = self.plugin.settings
+        requests = [
+            request
+            for cls in classes
+            for request in self._build(cls.scenario, user_id=0).prime_requests()
+        ]
+        outcome = prime(
+            requests,
+            settings.base_url,
+            endpoint=settings.endpoint,
+            model=settings.config.model_name,
+            api_key=settings.api_key,
+            timeouts=settings.timeouts,
+        )
+        for prefix_ids in outcome.primed.values():
+            for prefix_id in prefix_ids:
+                material.seen.mark_seen(prefix_id)
+        self.plugin.note_prime(outcome)
 
     def _stats_states(self) -> list[dict[str, Any]]:
         merged = merge_stats(workload.stats for workload in self.workloads)

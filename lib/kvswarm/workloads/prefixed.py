@@ -20,6 +20,9 @@ from kvswarm.workloads.request import PromptRequest
 from kvswarm.workloads.reuse import choose_prefix
 from kvswarm.workloads.workload import TAG_START, RequestIdentity, Workload, WorkloadContext
 
+# What follows a shared prefix in a prime request (one token is asked for).
+PRIME_QUESTION = "Reply with one word."
+
 SEPARATOR = "\n\n"
 
 
@@ -63,6 +66,15 @@ class PrefixWorkload(Workload):
 
     def prepare(self) -> None:
         self.pool.prepare()
+
+    def prime_requests(self) -> list[PromptRequest]:
+        question = Fitted(PRIME_QUESTION, self.fitter.count(PRIME_QUESTION, "tag"))
+        requests = []
+        for index in range(len(self.pool)):
+            item = self.pool.item(index)
+            identity = RequestIdentity(f"prime/{item.prefix_id}", "", self._rng)
+            requests.append(self._request(identity, item, question, salt=""))
+        return requests
 
     def _next(self) -> PromptRequest:
         identity = self._identity()

@@ -267,6 +267,13 @@ class Workload(ABC):
         source (a trace file's row), for requests.csv's `trace_row`."""
         return position
 
+    def prime_requests(self) -> list[PromptRequest]:
+        """One request per shared prefix, each prefix as the load sends it followed by a
+        short question, for a prime pass (`--kv-prime`) that warms the server's cache
+        before the load; none for a workload without shared prefixes (cold start, a
+        trace, whose prefixes are its own)."""
+        return []
+
     def next_request(self) -> PromptRequest:
         """The next request of this user, counted as sent."""
         return self.count_sent(self.draft_request())

@@ -1,0 +1,79 @@
+"""`--kv-prime`: every shared prefix sent once before the load, so the measured phase
+starts warm: on the simulator's real prefix cache, each prefix's first use in the load
+is a hit, designed and reported; without the pass it is a miss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.processes import run_scenario
+
+CONFIG = """\
+generation: {max_tokens: 4}
+scenarios:
+  code_generation: {reuse_ratio: 1.0, pool_size: 3, shared_tokens_min: 600,
+                    shared_tokens_max: 600, unique_tokens: 32}
+  cold_start: {unique_tokens: 64}
+"""
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    directory = tmp_path_factory.mktemp("prime-sim")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvswarm.cli", "sim", "--port", "0", "--print-json"],
+        cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        assert line.startswith("{"), process.stderr.read() if process.stderr else ""
+        yield json.loads(line)["base_url"]
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def first_uses(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Each pool prefix's first request in the load (by start)."""
+    first: dict[str, dict[str, str]] = {}
+    for row in sorted(rows, key=lambda r: float(r["start_unix_s"])):
+        if row["prefix_id"] and row["ok"] == "1":
+            first.setdefault(row["prefix_id"], row)
+    return list(first.values())
+
+
+def test_a_primed_run_finds_every_prefix_cached_from_its_first_use(simulator, tmp_path) -> None:
+    rows, meta = run_scenario(
+        simulator, CONFIG, tmp_path, "code_generation", 2, 3, "--kv-reset-cache", "--kv-prime"
+    )
+    assert meta["cache_prime"]["prefixes"] == {"code_generation": 3}
+    assert meta["cache_prime"]["failed"] == {} and meta["options"]["prime"] is True
+    firsts = first_uses(rows)
+    assert len(firsts) == 3
+    for row in firsts:
+        assert row["expected_hit"] == "1", row
+        assert int(row["cached_tokens"]) >= int(row["prefix_tokens"]) * 0.8, row
+
+
+def test_without_the_pass_each_first_use_is_a_miss(simulator, tmp_path) -> None:
+    rows, meta = run_scenario(
+        simulator, CONFIG, tmp_path, "code_generation", 2, 3, "--kv-reset-cache"
+    )
+    assert meta["cache_prime"] is None
+    firsts = first_uses(rows)
+    assert len(firsts) == 3
+    assert all(int(row["cached_tokens"] or 0) < int(row["prefix_tokens"]) for row in firsts)
+    # The design counts one first use (a miss) per prefix, whichever user sent it first.
+    misses = [row["prefix_id"] for row in rows if row["prefix_id"] and row["expected_hit"] == "0"]
+    assert sorted(misses) == sorted(row["prefix_id"] for row in firsts)
+
+
+def test_cold_start_sends_nothing_to_prime(simulator, tmp_path) -> None:
+    rows, meta = run_scenario(simulator, CONFIG, tmp_path, "cold_start", 1, 2, "--kv-prime")
+    assert meta["cache_prime"]["requests"] == 0
+    assert rows and all(row["expected_hit"] == "0" for row in rows)
