@@ -77,11 +77,11 @@ def test_the_plan_and_its_start_are_in_run_json(stepped_run) -> None:
 def test_every_request_is_labelled_with_the_step_it_started_in(stepped_run) -> None:
     rows, meta, _, _ = stepped_run
     origin = meta["options"]["steps"]["start_unix_s"]
-    assert {row["step"] for row in rows} == {"0", "1", "2"}
+    assert {row["step"] for row in rows} >= {"0", "1", "2"}
     for row in rows:
-        elapsed = float(row["start_unix_s"]) - origin
-        expected = min(max(0, int(elapsed // STEP_S)), len(LEVELS) - 1)
-        assert int(row["step"]) == expected, row
+        step = max(0, int((float(row["start_unix_s"]) - origin) // STEP_S))
+        # Past the plan's end (the test stops within a second of it): in no step.
+        assert row["step"] == (str(step) if step < len(LEVELS) else ""), row
 
 
 def test_the_test_ends_when_the_plan_does(stepped_run) -> None:
@@ -170,7 +170,7 @@ def test_a_fleet_steps_its_open_loop_rate_on_the_masters_timeline(tmp_path) -> N
     origin = steps["start_unix_s"]
     for row in rows:
         elapsed = float(row["scheduled_unix_s"]) - origin
-        assert int(row["step"]) == min(max(0, int(elapsed // STEP_S)), len(RATES) - 1), row
+        assert int(row["step"]) == max(0, int(elapsed // STEP_S)), row  # none after the end
     counts = [sum(row["step"] == str(step) for row in rows) for step in range(len(RATES))]
     assert counts[1] > 2 * counts[0], counts  # 4x the rate, on the same timeline
     for step, rate in enumerate(RATES):

@@ -64,11 +64,14 @@ def test_the_open_loop_rate_follows_the_steps() -> None:
 
 
 def test_a_fleet_worker_sends_its_share_of_each_step() -> None:
-    plan = StepPlan((40.0,), 100.0, "requests_per_s")
+    """A quarter of 40/s: gaps of 1/10 s on average."""
+    plan = StepPlan((40.0,), 1000.0, "requests_per_s")
+    origin: list[float] = []
     schedule = ArrivalSchedule(
         ArrivalPlan("poisson", 0.0), 0.25, seed=1, start_s=0.0, steps=plan,
-        timeline_start=lambda: 1.0,
+        timeline_start=lambda: origin[0],
     )  # fmt: skip
+    origin.append(schedule.to_unix(0.0))
     gaps = np.diff([schedule.take() for _ in range(2000)])
     assert gaps.mean() == pytest.approx(1 / 10, rel=0.1)
 
@@ -92,3 +95,17 @@ def test_a_request_meets_the_slos_within_every_limit(ok, ttft_s, tpot_s, e2e_s, 
 
 def test_without_an_e2e_limit_e2e_is_not_judged() -> None:
     assert SloConfig().met_by(True, 0.1, 0.01, 10_000.0)
+
+
+def test_no_arrivals_after_the_plan_ends() -> None:
+    plan = StepPlan((50.0,), 2.0, "requests_per_s")
+    origin: list[float] = []
+    schedule = ArrivalSchedule(
+        ArrivalPlan("poisson", 0.0), 1.0, seed=2, start_s=0.0, steps=plan,
+        timeline_start=lambda: origin[0],
+    )  # fmt: skip
+    origin.append(schedule.to_unix(0.0))
+    times = [schedule.take() for _ in range(200)]
+    within = [t for t in times if t < 2.0]
+    assert len(within) == pytest.approx(100, rel=0.3)
+    assert all(t >= 3600 for t in times[len(within) + 1 :])  # a day away: none to send

@@ -29,6 +29,7 @@ from kvswarm.locust.steps import StepPlan
 __all__ = ["ARRIVALS", "ArrivalPlan", "ArrivalSchedule", "TraceSchedule", "monotonic_to_unix"]
 
 ARRIVALS = ("closed", "poisson", "gamma")
+NO_MORE_ARRIVALS_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -79,17 +80,20 @@ class ArrivalSchedule:
         return float(self._rng.gamma(shape, 1.0 / (rate * shape)))
 
     def take(self) -> float:
-        """The next arrival time (`time.monotonic()` seconds)."""
-        self._next_s += self.gap_s(self._rate_now())
+        """The next arrival time (`time.monotonic()` seconds). With steps, past the
+        plan's end there are no more: a day away (the test stops within a second)."""
+        if self.steps is None:
+            self._next_s += self.gap_s()
+            return self._next_s
+        self._next_s += self.gap_s(self.steps.level_at(self._elapsed(self._next_s)) * self.share)
+        if self.steps.step_at(self._elapsed(self._next_s)) is None:
+            return self._next_s + NO_MORE_ARRIVALS_S
         return self._next_s
 
-    def _rate_now(self) -> float | None:
-        """With steps, this process's rate at the last arrival's time."""
-        if self.steps is None:
-            return None
+    def _elapsed(self, monotonic_s: float) -> float:
+        """Seconds into the step plan at `monotonic_s` (0 until the plan's start is known)."""
         origin = self._timeline_start()
-        elapsed = self.to_unix(self._next_s) - origin if origin else 0.0
-        return self.steps.level_at(elapsed) * self.share
+        return self.to_unix(monotonic_s) - origin if origin else 0.0
 
     def to_unix(self, monotonic_s: float) -> float:
         """A monotonic arrival time on the wall clock of requests.csv's start times."""

@@ -251,13 +251,13 @@ class KvswarmPlugin:
             self.run.update(options=options)
 
     def step_at(self, unix_s: float) -> int | None:
-        """`--kv-steps`: the step a request sent (or scheduled) at `unix_s` belongs to."""
+        """`--kv-steps`: the step a request sent (or scheduled) at `unix_s` belongs to;
+        None past the plan's end (sent while the test stopped: in no step)."""
         plan = self.settings.options.steps
         if plan is None:
             return None
         origin = self._replay_start_unix
-        step = plan.step_at(unix_s - origin if origin else 0.0)
-        return len(plan.levels) - 1 if step is None else step
+        return plan.step_at(unix_s - origin if origin else 0.0)
 
     def _attach_exporter(self) -> None:
         """kvswarm's Prometheus exporter and the per-run server sampler, fed from the

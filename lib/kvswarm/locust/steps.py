@@ -7,7 +7,9 @@ on requests in flight. Every request's record carries the step it belongs to (th
 `step` column of requests.csv: 0 for the first level), taken from its scheduled send
 time in an open loop and its start otherwise, on one timeline shared by a fleet (the
 master's, shipped to the workers with the spawn message), so the analysis can give each
-level's latencies and SLO attainment and the highest level that met the SLOs.
+level's latencies and SLO attainment and the highest level that met the SLOs. The shape
+ticks once a second, so the test stops up to a second after the plan ends: an open loop
+sends nothing more, and a closed loop's requests of that second have no step.
 
 The plan is run by `StepShape`, a Locust `LoadTestShape` that kvswarm installs when the
 option is given and the locustfile has no shape of its own.
