@@ -233,6 +233,11 @@ class ScenarioConfig:
     # Seconds a simulated user waits between requests (uniform in [min, max]).
     wait_min_s: Annotated[float, Field(ge=0.0)] = 0.0
     wait_max_s: Annotated[float, Field(ge=0.0)] = 0.0
+    # Each user's turns on a schedule of its own: the next is due this many seconds after
+    # the previous was due (fixed, or exponential with this mean), late if the previous
+    # has not ended (send lag); 0: the next goes when the previous ends (and the wait).
+    turn_gap_s: Annotated[float, Field(ge=0.0)] = 0.0
+    turn_gap: Literal["fixed", "exponential"] = "fixed"
     # trace only (kvswarm.workloads.trace): the Mooncake-format trace file, its block size
     # in tokens, the factor on its timestamps, the stretch of the scaled timeline replayed
     # ([start_s, end_s) seconds from the first row) and a limit on the rows replayed.

@@ -16,6 +16,7 @@ lengths) reach run.json's `workloads` and `tokens` sections.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -71,11 +72,31 @@ class ScenarioUser(LLMUser):
         self._drafting: gevent.Greenlet | None = None
         # A trace replay's due times, by position (None: requests go when ready).
         self._timeline = self.workload.replay_offsets_s()
+        # `turn_gap_s`: this user's next turn is due then (monotonic; 0: not yet drawn).
+        self._turn_due_s = 0.0
 
     def wait_time(self) -> float:
-        if self.kv.arrivals is not None or self._timeline is not None:
+        if self.kv.arrivals is not None or self._timeline is not None or self._turn_gaps:
             return 0.0  # open loop: the schedule says when the next request goes
         return random.uniform(self._config.wait_min_s, self._config.wait_max_s)
+
+    @property
+    def _turn_gaps(self) -> bool:
+        """Turns on this user's own schedule (`turn_gap_s`), unless the run's arrivals
+        (`--kv-arrival`) or a trace's timeline say when requests go."""
+        return self._config.turn_gap_s > 0 and self.kv.arrivals is None
+
+    def _next_turn_due(self) -> float:
+        """When this user's next turn is due: its first somewhere in the first gap (users
+        spread out), then a gap (fixed, or drawn) after the previous one was due."""
+        gap = self._config.turn_gap_s
+        if not self._turn_due_s:
+            self._turn_due_s = time.monotonic() + random.uniform(0.0, gap)
+        elif self._config.turn_gap == "exponential":
+            self._turn_due_s += random.expovariate(1.0 / gap)
+        else:
+            self._turn_due_s += gap
+        return self._turn_due_s
 
     def on_stop(self) -> None:
         if self._drafting is not None:
@@ -91,7 +112,8 @@ class ScenarioUser(LLMUser):
         request = workload.count_sent(self._take_draft())
         if not workload.next_depends_on_reply:
             self._draft_next()
-        result = self._send(request)
+        due = {"due_s": self._next_turn_due()} if self._turn_gaps else {}
+        result = self._send(request, **due)
         if result.ok:
             workload.observe_reply(request, result.text)
         if workload.next_depends_on_reply:
