@@ -12,9 +12,11 @@ import pytest
 from tests.support.liveruns import read_rows
 from tests.support.processes import (
     REPO,
+    free_port,
     load_requests,
     run_dirs,
     run_locust,
+    start_locust,
     start_stream_server,
 )
 
@@ -73,15 +75,57 @@ def test_the_achieved_rate_is_the_target_while_the_server_is_slow(open_loop_run)
     assert np.median(ttfts) >= TTFT_MS  # the server was slow all along
 
 
+def fits_exponential(times: np.ndarray, rate: float) -> bool:
+    """Kolmogorov-Smirnov at 5%: the gaps between `times` against Exp(rate)."""
+    ordered = np.sort(np.diff(np.sort(times)))
+    n = len(ordered)
+    model = 1 - np.exp(-rate * ordered)
+    distance = max((np.arange(1, n + 1) / n - model).max(), (model - np.arange(n) / n).max())
+    return distance < 1.358 / math.sqrt(n)
+
+
 def test_inter_arrival_times_fit_the_exponential_distribution(open_loop_run) -> None:
     rows, _, _, run = open_loop_run
     starts = np.sort([float(row["start_unix_s"]) for row in rows])
-    gaps = np.diff(starts[starts >= starts[0] + 1.0])
-    ordered = np.sort(gaps)
-    n = len(ordered)
-    model = 1 - np.exp(-RATE * ordered)
-    distance = max((np.arange(1, n + 1) / n - model).max(), (model - np.arange(n) / n).max())
-    assert distance < 1.358 / math.sqrt(n)  # Kolmogorov-Smirnov at 5%
+    assert fits_exponential(starts[starts >= starts[0] + 1.0], RATE)
+
+
+def test_a_fleet_sends_the_rate_on_schedule_while_the_server_is_slow(tmp_path) -> None:
+    """Master + 2 workers, each sending half the rate on its own generator: together a
+    Poisson stream at the target rate, not slowed by a 1-s TTFT."""
+    server = start_stream_server(tmp_path, ttft_ms=TTFT_MS, tpot_ms=10, tokens=32)
+    port = free_port()
+    basic = ["-f", str(REPO / "tests" / "support" / "locustfile_basic.py")]
+    workers = [
+        start_locust([*basic, "--worker", "--master-host", "127.0.0.1", "--master-port",
+                      str(port)], cwd=tmp_path)
+        for _ in range(2)
+    ]  # fmt: skip
+    try:
+        completed = run_locust(
+            [
+                *basic, "--headless", "--master", "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", str(port), "--expect-workers", "2", "-u", "80",
+                "-r", "80", "-t", "8s", "--stop-timeout", "10", "--host", server.url,
+                "--kv-results", str(tmp_path / "results"), "--kv-arrival", "poisson",
+                "--kv-rate", str(RATE),
+            ],
+            cwd=tmp_path,
+            timeout_s=120,
+        )  # fmt: skip
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.communicate(timeout=30)
+        server.stop()
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "results")
+    rows = read_rows(run)
+    assert len({row["worker_id"] for row in rows}) == 2
+    times = np.array(steady(rows))
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert achieved == pytest.approx(RATE, rel=3 * math.sqrt(RATE * 6) / (RATE * 6))
+    assert fits_exponential(times, RATE)
 
 
 def test_the_summary_reports_the_send_lag(open_loop_run) -> None:
@@ -93,3 +137,14 @@ def test_the_summary_reports_the_send_lag(open_loop_run) -> None:
     # The users kept up with the schedule: a closed loop would wait a whole request (TTFT
     # and more) between sends; an open loop's typical lag is a small part of one.
     assert np.median(lags) < np.median(ttfts) / 10
+
+
+def test_the_summary_gives_latencies_from_the_schedule_too(open_loop_run) -> None:
+    rows, _, _, run = open_loop_run
+    summary = (run / "summary.txt").read_text()
+    line = next(line for line in summary.splitlines() if line.strip().startswith("TTFT*"))
+    p50 = float(line.split()[1])
+    ok = [row for row in rows if row["ok"] == "1"]
+    from_schedule = [float(row["ttft_ms"]) + float(row["send_lag_ms"]) for row in ok]
+    assert p50 == pytest.approx(np.percentile(from_schedule, 50), abs=0.01)
+    assert "from the scheduled send time" in summary
