@@ -12,11 +12,10 @@ import pytest
 from tests.support.liveruns import read_rows
 from tests.support.processes import (
     REPO,
-    free_port,
     load_requests,
     run_dirs,
+    run_fleet,
     run_locust,
-    start_locust,
     start_stream_server,
 )
 
@@ -94,29 +93,17 @@ def test_a_fleet_sends_the_rate_on_schedule_while_the_server_is_slow(tmp_path) -
     """Master + 2 workers, each sending half the rate on its own generator: together a
     Poisson stream at the target rate, not slowed by a 1-s TTFT."""
     server = start_stream_server(tmp_path, ttft_ms=TTFT_MS, tpot_ms=10, tokens=32)
-    port = free_port()
-    basic = ["-f", str(REPO / "tests" / "support" / "locustfile_basic.py")]
-    workers = [
-        start_locust([*basic, "--worker", "--master-host", "127.0.0.1", "--master-port",
-                      str(port)], cwd=tmp_path)
-        for _ in range(2)
-    ]  # fmt: skip
     try:
-        completed = run_locust(
+        completed = run_fleet(
+            ["-f", str(REPO / "tests" / "support" / "locustfile_basic.py")],
             [
-                *basic, "--headless", "--master", "--master-bind-host", "127.0.0.1",
-                "--master-bind-port", str(port), "--expect-workers", "2", "-u", "80",
-                "-r", "80", "-t", "8s", "--stop-timeout", "10", "--host", server.url,
-                "--kv-results", str(tmp_path / "results"), "--kv-arrival", "poisson",
-                "--kv-rate", str(RATE),
+                "-u", "80", "-r", "80", "-t", "8s", "--stop-timeout", "10",
+                "--host", server.url, "--kv-results", str(tmp_path / "results"),
+                "--kv-arrival", "poisson", "--kv-rate", str(RATE),
             ],
             cwd=tmp_path,
-            timeout_s=120,
         )  # fmt: skip
     finally:
-        for worker in workers:
-            worker.terminate()
-            worker.communicate(timeout=30)
         server.stop()
     assert completed.returncode == 0, completed.stderr[-3000:]
     (run,) = run_dirs(tmp_path / "results")

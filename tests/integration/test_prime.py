@@ -4,14 +4,11 @@ is a hit, designed and reported; without the pass it is a miss."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.processes import run_scenario
+from tests.support.processes import run_scenario, running_sim
 
 CONFIG = """\
 generation: {max_tokens: 4}
@@ -24,18 +21,8 @@ scenarios:
 
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    directory = tmp_path_factory.mktemp("prime-sim")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kvswarm.cli", "sim", "--port", "0", "--print-json"],
-        cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        assert line.startswith("{"), process.stderr.read() if process.stderr else ""
-        yield json.loads(line)["base_url"]
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
+    with running_sim(tmp_path_factory.mktemp("prime-sim")) as base_url:
+        yield base_url
 
 
 def first_uses(rows: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -17,7 +17,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.liveruns import read_rows
-from tests.support.processes import REPO, run_dirs, run_locust
+from tests.support.processes import (
+    REPO,
+    run_dirs,
+    run_fleet,
+    run_locust,
+    running_sim,
+    start_stream_server,
+)
 
 LEVELS = (1, 2, 6)
 STEP_S = 3.0
@@ -29,22 +36,12 @@ slo: {ttft_ms: 60, tpot_ms: 1000, attainment: 0.9}
 
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    directory = tmp_path_factory.mktemp("steps-sim")
     cost = [
         "--max-num-seqs", "2", "--prefill-base-ms", "5", "--prefill-ms-per-token", "0",
         "--decode-base-ms", "10", "--decode-ms-per-seq", "0",
     ]  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kvswarm.cli", "sim", "--port", "0", "--print-json", *cost],
-        cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        assert line.startswith("{"), process.stderr.read() if process.stderr else ""
-        yield json.loads(line)["base_url"]
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
+    with running_sim(tmp_path_factory.mktemp("steps-sim"), *cost) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="module")
@@ -135,32 +132,18 @@ def test_a_fleet_steps_its_open_loop_rate_on_the_masters_timeline(tmp_path) -> N
     """Master + 2 workers, open loop at 10/s then 40/s: each worker sends its half of
     each step, and every request is labelled by its scheduled time on the timeline the
     master shipped."""
-    from tests.support.processes import free_port, start_locust, start_stream_server
-
     server = start_stream_server(tmp_path, ttft_ms=20, tpot_ms=5, tokens=8)
-    port = free_port()
-    basic = ["-f", str(REPO / "tests" / "support" / "locustfile_basic.py")]
-    workers = [
-        start_locust([*basic, "--worker", "--master-host", "127.0.0.1", "--master-port",
-                      str(port)], cwd=tmp_path)
-        for _ in range(2)
-    ]  # fmt: skip
     try:
-        completed = run_locust(
+        completed = run_fleet(
+            ["-f", str(REPO / "tests" / "support" / "locustfile_basic.py")],
             [
-                *basic, "--headless", "--master", "--master-bind-host", "127.0.0.1",
-                "--master-bind-port", str(port), "--expect-workers", "2", "-u", "20",
-                "--host", server.url, "--kv-results", str(tmp_path / "results"),
+                "-u", "20", "--host", server.url, "--kv-results", str(tmp_path / "results"),
                 "--kv-arrival", "poisson", "--kv-steps", ",".join(map(str, RATES)),
                 "--kv-step-s", str(STEP_S),
             ],
             cwd=tmp_path,
-            timeout_s=120,
         )  # fmt: skip
     finally:
-        for worker in workers:
-            worker.terminate()
-            worker.communicate(timeout=30)
         server.stop()
     assert completed.returncode == 0, completed.stderr[-3000:]
     (run,) = run_dirs(tmp_path / "results")

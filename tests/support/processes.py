@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,52 @@ def start_locust(
         text=True,
         preexec_fn=pinned_to(core),
     )
+
+
+def run_fleet(
+    locustfile: list[str], master_args: list[str], cwd: Path, workers: int = 2
+) -> subprocess.CompletedProcess:
+    """A headless master (`master_args`) with `workers` local workers, all loading
+    `locustfile` (the `-f ...` arguments), on a free port; returns the master's run."""
+    port = free_port()
+    started = [
+        start_locust(
+            [*locustfile, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+            cwd=cwd,
+        )
+        for _ in range(workers)
+    ]
+    try:
+        return run_locust(
+            [
+                *locustfile, "--headless", "--master", "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", str(port), "--expect-workers", str(workers),
+                *master_args,
+            ],
+            cwd=cwd,
+            timeout_s=120,
+        )  # fmt: skip
+    finally:
+        for worker in started:
+            worker.terminate()
+            worker.communicate(timeout=30)
+
+
+@contextmanager
+def running_sim(directory: Path, *args: str) -> Iterator[str]:
+    """`kvswarm sim` on free ports with `args` (cost model, mode, ...); yields its base
+    URL once it is ready, and stops it after."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvswarm.cli", "sim", "--port", "0", "--print-json", *args],
+        cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        assert line.startswith("{"), process.stderr.read() if process.stderr else ""
+        yield json.loads(line)["base_url"]
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
 
 
 def run_dirs(results: Path) -> list[Path]:

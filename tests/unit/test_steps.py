@@ -45,15 +45,21 @@ def test_the_step_of_a_time_and_the_end_of_the_plan() -> None:
     assert plan.duration_s == 30
 
 
-def test_the_open_loop_rate_follows_the_steps() -> None:
-    """Arrivals at 20/s for the first 10 s, then 80/s: the gaps' means say so."""
-    plan = StepPlan((20.0, 80.0), 10.0, "requests_per_s")
-    origin: list[float] = []  # the plan starts at the schedule's monotonic 0
+def stepped_schedule(plan: StepPlan, share: float, seed: int) -> ArrivalSchedule:
+    """An open loop following `plan` from its monotonic 0 (the plan starts there)."""
+    origin: list[float] = []
     schedule = ArrivalSchedule(
-        ArrivalPlan("poisson", 0.0), 1.0, seed=3, start_s=0.0, steps=plan,
+        ArrivalPlan("poisson", 0.0), share, seed=seed, start_s=0.0, steps=plan,
         timeline_start=lambda: origin[0],
     )  # fmt: skip
     origin.append(schedule.to_unix(0.0))
+    return schedule
+
+
+def test_the_open_loop_rate_follows_the_steps() -> None:
+    """Arrivals at 20/s for the first 10 s, then 80/s: the gaps' means say so."""
+    plan = StepPlan((20.0, 80.0), 10.0, "requests_per_s")
+    schedule = stepped_schedule(plan, share=1.0, seed=3)
     times = []
     while (t := schedule.take()) < 20.0:
         times.append(t)
@@ -66,12 +72,7 @@ def test_the_open_loop_rate_follows_the_steps() -> None:
 def test_a_fleet_worker_sends_its_share_of_each_step() -> None:
     """A quarter of 40/s: gaps of 1/10 s on average."""
     plan = StepPlan((40.0,), 1000.0, "requests_per_s")
-    origin: list[float] = []
-    schedule = ArrivalSchedule(
-        ArrivalPlan("poisson", 0.0), 0.25, seed=1, start_s=0.0, steps=plan,
-        timeline_start=lambda: origin[0],
-    )  # fmt: skip
-    origin.append(schedule.to_unix(0.0))
+    schedule = stepped_schedule(plan, share=0.25, seed=1)
     gaps = np.diff([schedule.take() for _ in range(2000)])
     assert gaps.mean() == pytest.approx(1 / 10, rel=0.1)
 
@@ -99,12 +100,7 @@ def test_without_an_e2e_limit_e2e_is_not_judged() -> None:
 
 def test_no_arrivals_after_the_plan_ends() -> None:
     plan = StepPlan((50.0,), 2.0, "requests_per_s")
-    origin: list[float] = []
-    schedule = ArrivalSchedule(
-        ArrivalPlan("poisson", 0.0), 1.0, seed=2, start_s=0.0, steps=plan,
-        timeline_start=lambda: origin[0],
-    )  # fmt: skip
-    origin.append(schedule.to_unix(0.0))
+    schedule = stepped_schedule(plan, share=1.0, seed=2)
     times = [schedule.take() for _ in range(200)]
     within = [t for t in times if t < 2.0]
     assert len(within) == pytest.approx(100, rel=0.3)
