@@ -51,7 +51,7 @@ def test_without_the_pass_each_first_use_is_a_miss(simulator, tmp_path) -> None:
     rows, meta = run_scenario(
         simulator, CONFIG, tmp_path, "code_generation", 2, 3, "--kv-reset-cache"
     )
-    assert meta["cache_prime"] is None
+    assert meta["cache_prime"] is None and meta["cache_reset"]["status"] == "reset"
     firsts = first_uses(rows)
     assert len(firsts) == 3
     assert all(int(row["cached_tokens"] or 0) < int(row["prefix_tokens"]) for row in firsts)
@@ -64,3 +64,18 @@ def test_cold_start_sends_nothing_to_prime(simulator, tmp_path) -> None:
     rows, meta = run_scenario(simulator, CONFIG, tmp_path, "cold_start", 1, 2, "--kv-prime")
     assert meta["cache_prime"]["requests"] == 0
     assert rows and all(row["expected_hit"] == "0" for row in rows)
+
+
+def test_without_a_reset_a_second_run_finds_the_first_runs_prefixes(simulator, tmp_path) -> None:
+    """The cache state a run starts from is the previous run's unless reset: run.json says
+    it was left as it was, and the server reports hits the design counts as misses."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    run_scenario(simulator, CONFIG, first, "code_generation", 2, 2)
+    rows, meta = run_scenario(simulator, CONFIG, second, "code_generation", 2, 2)
+    assert meta["cache_reset"] is None
+    firsts = first_uses(rows)
+    assert len(firsts) == 3
+    for row in firsts:
+        assert int(row["cached_tokens"]) >= int(row["prefix_tokens"]) * 0.8, row
