@@ -56,7 +56,9 @@ def steady(rows: list[dict[str, str]]) -> list[float]:
 
 def test_every_request_carries_its_scheduled_time_and_lag(open_loop_run) -> None:
     rows, meta, _, _ = open_loop_run
-    assert meta["options"]["arrival"] == {"kind": "poisson", "rate_per_s": RATE, "burstiness": 1.0}
+    assert meta["options"]["arrival"] == {
+        "kind": "poisson", "rate_per_s": RATE, "burstiness": 1.0, "ramp_s": 0.0
+    }  # fmt: skip
     assert rows and all(row["scheduled_unix_s"] and row["send_lag_ms"] for row in rows)
     for row in rows:
         lag_s = float(row["start_unix_s"]) - float(row["scheduled_unix_s"])

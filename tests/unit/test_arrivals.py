@@ -78,4 +78,27 @@ def test_closed_loop_is_the_default_and_open_loop_is_read_from_the_options() -> 
         "kind": "gamma",
         "rate_per_s": 8.0,
         "burstiness": 1.0,
+        "ramp_s": 0.0,
     }
+
+
+def test_a_ramp_rises_linearly_to_the_rate() -> None:
+    """Rate 100/s reached over 10 s: ~R T / 2 = 500 arrivals during the ramp, a quarter of
+    them in its first half, then 100/s."""
+    plan = ArrivalPlan("poisson", 100.0, ramp_s=10.0)
+    schedule = ArrivalSchedule(plan, 1.0, seed=4, start_s=0.0)
+    times = np.array([schedule.take() for _ in range(2500)])
+    assert np.all(np.diff(times) > 0)
+    assert (times < 10).sum() == pytest.approx(500, rel=0.1)
+    assert (times < 5).sum() == pytest.approx(125, rel=0.2)
+    after = times[(times >= 10) & (times < 20)]
+    assert len(after) == pytest.approx(1000, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"kv_ramp_s": 5.0}, {"kv_arrival": "poisson", "kv_steps": "1,2", "kv_ramp_s": 5.0}],
+)
+def test_a_ramp_is_for_an_open_loops_rate_only(values) -> None:
+    with pytest.raises(ConfigError, match="^--kv-ramp-s: ramps an open loop's --kv-rate"):
+        KvOptions.from_parsed(Parsed(**values))

@@ -18,6 +18,7 @@ follows the step plan's levels on the fleet's common timeline (`kvswarm.locust.s
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ class ArrivalPlan:
     rate_per_s: float = 0.0
     # Gamma shape of the inter-arrival gaps (1.0: exponential, as `poisson`).
     burstiness: float = 1.0
+    # Seconds over which the rate rises linearly from 0 to `rate_per_s` (0: at once).
+    ramp_s: float = 0.0
 
     @property
     def open_loop(self) -> bool:
@@ -70,7 +73,10 @@ class ArrivalSchedule:
         self.steps = steps
         self._timeline_start = timeline_start
         self._rng = np.random.default_rng(seed)
+        self._start_s = start_s
         self._next_s = start_s
+        # A ramp's clock: the arrivals so far in units of the full rate's mean gap.
+        self._intensity = 0.0
         self._monotonic_to_unix = time.time() - time.monotonic()
 
     def gap_s(self, rate_per_s: float | None = None) -> float:
@@ -82,12 +88,32 @@ class ArrivalSchedule:
     def take(self) -> float:
         """The next arrival time (`time.monotonic()` seconds). With steps, past the
         plan's end there are no more: a day away (the test stops within a second)."""
+        if self.steps is None and self.plan.ramp_s > 0:
+            return self._take_on_ramp()
         if self.steps is None:
             self._next_s += self.gap_s()
             return self._next_s
         self._next_s += self.gap_s(self.steps.level_at(self._elapsed(self._next_s)) * self.share)
         if self.steps.step_at(self._elapsed(self._next_s)) is None:
             return self._next_s + NO_MORE_ARRIVALS_S
+        return self._next_s
+
+    def _take_on_ramp(self) -> float:
+        """The next arrival while the rate rises linearly to its target over `ramp_s`.
+
+        The gaps are drawn as at the full rate, in units of its mean gap, and laid on the
+        ramp's time scale: with rate r(t) = R * min(1, t / T), the expected arrivals by t
+        are R t^2 / 2T until T and R (t - T/2) after, and an arrival is placed where that
+        count reaches the running sum of the drawn gaps (a renewal process, Poisson when
+        the gaps are exponential, with its time changed to follow the ramp)."""
+        shape = self.plan.shape()
+        self._intensity += float(self._rng.gamma(shape, 1.0 / shape))
+        rate, ramp = self.rate_per_s, self.plan.ramp_s
+        if self._intensity <= rate * ramp / 2:
+            elapsed = math.sqrt(2.0 * ramp * self._intensity / rate)
+        else:
+            elapsed = self._intensity / rate + ramp / 2
+        self._next_s = self._start_s + elapsed
         return self._next_s
 
     def _elapsed(self, monotonic_s: float) -> float:

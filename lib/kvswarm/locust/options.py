@@ -185,6 +185,13 @@ def add_arguments(parser: Any) -> None:
         "above 1 more regular, 1 = poisson)",
     )
     parser.add_argument(
+        "--kv-ramp-s",
+        type=float,
+        default=0.0,
+        help="open loop: the arrival rate rises linearly from 0 to --kv-rate over this many "
+        "seconds (a closed loop ramps with -r; a step plan is its own ramp)",
+    )
+    parser.add_argument(
         "--kv-steps",
         default="",
         help="step the load through these levels, comma-separated, each held --kv-step-s, "
@@ -249,7 +256,13 @@ def _arrival_plan(get: Any) -> ArrivalPlan:
         raise ConfigError(f"--kv-arrival {kind}: needs --kv-rate (requests per second) above 0")
     if burstiness <= 0:
         raise ConfigError(f"--kv-burstiness: must be above 0, got {burstiness:g}")
-    return ArrivalPlan(kind=kind, rate_per_s=rate, burstiness=burstiness)
+    ramp = _seconds(get("kv_ramp_s"), "--kv-ramp-s", 0.0)
+    if ramp > 0 and (kind == "closed" or (get("kv_steps") or "").strip()):
+        raise ConfigError(
+            "--kv-ramp-s: ramps an open loop's --kv-rate (use -r for a closed loop's users; "
+            "a --kv-steps plan is its own ramp)"
+        )
+    return ArrivalPlan(kind=kind, rate_per_s=rate, burstiness=burstiness, ramp_s=ramp)
 
 
 def _seconds(value: Any, option: str, default: float) -> float:
