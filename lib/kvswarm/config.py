@@ -295,6 +295,20 @@ def _scenario_problem(name: str, type_: object, types: Mapping[str, object]) -> 
 
 
 @dataclass(frozen=True, config=_STRICT)
+class LoadConfig:
+    """How requests arrive, as the `--kv-arrival`, `--kv-rate`, `--kv-burstiness`,
+    `--kv-ramp-s`, `--kv-steps` and `--kv-step-s` options say it; any of those options
+    on the command line (or in the start form) replaces this whole section."""
+
+    arrival: Literal["closed", "poisson", "gamma"] = "closed"
+    rate_per_s: Annotated[float, Field(ge=0.0)] = 0.0
+    burstiness: PositiveFloat = 1.0
+    ramp_s: Annotated[float, Field(ge=0.0)] = 0.0
+    steps: list[float] = Field(default_factory=list)
+    step_s: PositiveFloat = 60.0
+
+
+@dataclass(frozen=True, config=_STRICT)
 class ResultsConfig:
     dir: str = "results"
     # Seconds between flushes of requests.csv, so a killed run keeps what it measured.
@@ -328,6 +342,7 @@ class Config:
     # workload type, named after it), then those the file adds.
     scenarios: dict[str, ScenarioConfig] = Field(default_factory=_builtin_scenarios)
     results: ResultsConfig = ResultsConfig()
+    load: LoadConfig = LoadConfig()
     # Seed of every deterministic shared prefix; the same on every worker.
     seed: int = 0
 

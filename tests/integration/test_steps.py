@@ -165,3 +165,22 @@ def test_a_fleet_steps_its_open_loop_rate_on_the_masters_timeline(tmp_path) -> N
         assert {row["worker_id"] for row in sent} == {row["worker_id"] for row in rows} and len(
             {row["worker_id"] for row in rows}
         ) == 2
+
+
+def test_the_config_load_section_runs_a_step_plan_without_options(simulator, tmp_path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG + "load: {steps: [1, 2], step_s: 2}\n")
+    completed = run_locust(
+        [
+            "-f", str(REPO / "tests" / "support" / "locustfile_basic.py"), "--headless",
+            "--host", simulator, "--kv-config", str(config),
+            "--kv-results", str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+        timeout_s=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "results")
+    steps = json.loads((run / "run.json").read_text())["options"]["steps"]
+    assert steps["levels"] == [1.0, 2.0] and steps["step_s"] == 2.0
+    assert {"0", "1"} <= {row["step"] for row in read_rows(run)}

@@ -102,3 +102,37 @@ def test_a_ramp_rises_linearly_to_the_rate() -> None:
 def test_a_ramp_is_for_an_open_loops_rate_only(values) -> None:
     with pytest.raises(ConfigError, match="^--kv-ramp-s: ramps an open loop's --kv-rate"):
         KvOptions.from_parsed(Parsed(**values))
+
+
+def settings_for(tmp_path, config: str, **options: object):
+    from kvswarm.locust.options import RunSettings
+
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    return RunSettings.resolve(
+        KvOptions.from_parsed(Parsed(kv_config=str(path), **options)), "http://127.0.0.1:1"
+    )
+
+
+def test_the_config_load_section_sets_the_arrivals_and_steps(tmp_path) -> None:
+    config = "load: {arrival: gamma, burstiness: 0.5, steps: [2, 4.5], step_s: 30}\n"
+    options = settings_for(tmp_path, config).options
+    assert options.arrival == ArrivalPlan("gamma", 0.0, 0.5)
+    assert options.steps is not None and options.steps.levels == (2.0, 4.5)
+    assert options.steps.step_s == 30 and options.steps.unit == "requests_per_s"
+
+
+def test_any_load_option_replaces_the_config_load_section(tmp_path) -> None:
+    config = "load: {arrival: poisson, rate_per_s: 5}\n"
+    options = settings_for(tmp_path, config, kv_steps="1,2").options
+    assert not options.arrival.open_loop
+    assert options.steps is not None and options.steps.unit == "users"
+
+
+def test_a_load_section_that_does_not_hold_together_names_its_keys(tmp_path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_for(tmp_path, "load: {arrival: poisson}\n")
+    assert str(caught.value) == (
+        f"{tmp_path / 'config.yaml'}: load.arrival poisson: needs load.rate_per_s "
+        "(requests per second) above 0"
+    )

@@ -10,12 +10,12 @@ endpoint whatever they were started with.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kvswarm.client import Timeouts, api_key_from_environment
-from kvswarm.config import Config, load_config
+from kvswarm.config import Config, LoadConfig, load_config
 from kvswarm.errors import ConfigError
 from kvswarm.locust.arrivals import ARRIVALS, ArrivalPlan
 from kvswarm.locust.recorder import ITL_EVENTS
@@ -165,7 +165,7 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--kv-arrival",
-        default="closed",
+        default=None,
         choices=ARRIVALS,
         help="how requests arrive: closed (each user sends when its previous request "
         "ends), or open loop at --kv-rate on a schedule a slow server does not slow down: "
@@ -174,20 +174,20 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--kv-rate",
         type=float,
-        default=0.0,
+        default=None,
         help="open loop: requests per second, for the whole fleet",
     )
     parser.add_argument(
         "--kv-burstiness",
         type=float,
-        default=1.0,
+        default=None,
         help="open loop, gamma: the shape of the inter-arrival gaps (below 1 burstier, "
         "above 1 more regular, 1 = poisson)",
     )
     parser.add_argument(
         "--kv-ramp-s",
         type=float,
-        default=0.0,
+        default=None,
         help="open loop: the arrival rate rises linearly from 0 to --kv-rate over this many "
         "seconds (a closed loop ramps with -r; a step plan is its own ramp)",
     )
@@ -201,7 +201,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--kv-step-s",
         type=float,
-        default=60.0,
+        default=None,
         help="--kv-steps: seconds each level is held",
     )
     parser.add_argument(
@@ -265,6 +265,33 @@ def _arrival_plan(get: Any) -> ArrivalPlan:
     return ArrivalPlan(kind=kind, rate_per_s=rate, burstiness=burstiness, ramp_s=ramp)
 
 
+# The options a config's `load` section stands for, by the section's keys.
+LOAD_KEYS = {
+    "kv_arrival": "arrival", "kv_rate": "rate_per_s", "kv_burstiness": "burstiness",
+    "kv_ramp_s": "ramp_s", "kv_steps": "steps", "kv_step_s": "step_s",
+}  # fmt: skip
+LOAD_OPTIONS = tuple(LOAD_KEYS)
+
+
+def _load_from_config(load: LoadConfig, where: str) -> dict[str, Any]:
+    """The arrival plan and step plan of the config's `load` section, checked as the
+    options are (a problem names the config key)."""
+    values = {
+        option: ",".join(f"{v:g}" for v in load.steps) if key == "steps" else getattr(load, key)
+        for option, key in LOAD_KEYS.items()
+    }
+    get = values.get
+    try:
+        arrival = _arrival_plan(get)
+        steps = parse_steps(get("kv_steps"), load.step_s, arrival.open_loop)
+    except ConfigError as exc:
+        message = str(exc)
+        for option, key in LOAD_KEYS.items():
+            message = message.replace("--" + option.replace("_", "-"), f"load.{key}")
+        raise ConfigError(f"{where}: {message}") from None
+    return {"arrival": arrival, "steps": steps}
+
+
 def _seconds(value: Any, option: str, default: float) -> float:
     """Seconds from the parsed options (the start form sends text); `default` if unset."""
     if value is None or value == "":
@@ -296,6 +323,9 @@ class KvOptions:
     backoff_max_s: float = 5.0
     arrival: ArrivalPlan = ArrivalPlan()
     steps: StepPlan | None = None
+    # Whether any load option (--kv-arrival ... --kv-step-s) was given: if none was, the
+    # config's `load` section says how requests arrive.
+    load_given: bool = False
     fleet_workers: int = 0
     replay_start_unix: float = 0.0
     measure_start_unix: float = 0.0
@@ -328,6 +358,7 @@ class KvOptions:
                 _seconds(get("kv_step_s"), "--kv-step-s", 60.0),
                 arrival.open_loop,
             ),
+            load_given=any(get(name) not in (None, "") for name in LOAD_OPTIONS),
             fleet_workers=int(get(FLEET_WORKERS_OPTION) or 0),
             replay_start_unix=float(get(REPLAY_START_OPTION) or 0.0),
             measure_start_unix=float(get(MEASURE_START_OPTION) or 0.0),
@@ -378,6 +409,9 @@ class RunSettings:
                 f"got {options.itl_events!r}"
             )
         config = load_config(options.config_path)
+        if not options.load_given and config.load != LoadConfig():
+            where = options.config_path or "config"
+            options = replace(options, **_load_from_config(config.load, where))
         if host:
             try:
                 base_url = check_url(host)
