@@ -85,6 +85,10 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # A test run started in the background of a shell without job control
+                # inherits SIGINT ignored, and kvswarm (as Python) keeps an ignored SIGINT
+                # ignored: the processes under test get the default, as from a terminal.
+                preexec_fn=_sigint_default,
                 **popen,
             )
         started.append(process)
@@ -95,6 +99,10 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     finally:
         for process in started:
             kill_tree(process)
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def kill_tree(process: subprocess.Popen) -> None:
