@@ -56,8 +56,12 @@ def run_scenario(server: VllmServer, tmp: Path, scenario: str, users: int, secon
 
 @pytest.fixture(scope="module")
 def runs(vllm_server: VllmServer, tmp_path_factory: pytest.TempPathFactory):
+    # One user: designed hits and misses then match the cache exactly. With two, a hit
+    # drafted right after an item's first use can reach vLLM before that first use is
+    # prefilled (or beside it), which the design expects and does not count
+    # (kvswarm.workloads.reuse): CI saw a designed miss find 768 tokens cached.
     tmp = tmp_path_factory.mktemp("vllm-scenarios")
-    return {name: run_scenario(vllm_server, tmp, name, 2, 8) for name in SCENARIOS}
+    return {name: run_scenario(vllm_server, tmp, name, 1, 8) for name in SCENARIOS}
 
 
 def cached_tokens(rows) -> int:
