@@ -133,7 +133,7 @@ class Run:
         `warmup` flag where it was written): what throughput and percentiles are
         computed from."""
         rows = self.requests
-        flagged = self._warmup_flags
+        flagged = self.warmup_flags
         if flagged is not None and flagged.any():
             rows = rows[~flagged]
         if not self.warmup_s:
@@ -141,7 +141,7 @@ class Run:
         return rows[rows["start_unix_s"] >= self.record.window.measure_start_unix_s]
 
     @cached_property
-    def _warmup_flags(self) -> pd.Series | None:
+    def warmup_flags(self) -> pd.Series | None:
         """requests.csv's `warmup` as booleans; None for a file written before it."""
         if "warmup" not in self.requests.columns or self.requests["warmup"].isna().all():
             return None
@@ -149,7 +149,7 @@ class Run:
 
     @cached_property
     def _last_warmup_start_unix_s(self) -> float | None:
-        flagged = self._warmup_flags
+        flagged = self.warmup_flags
         if flagged is None or not flagged.any():
             return None
         return float(self.requests.loc[flagged, "start_unix_s"].max())

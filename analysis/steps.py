@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
+from kvswarm.analysis.metrics import percentiles
 from kvswarm.analysis.runs import Run
 
 __all__ = ["StepFigures", "Sweep", "format_sweep", "sweep"]
@@ -79,11 +79,7 @@ def _figures(
 ) -> StepFigures:
     ok = rows[rows["ok"].astype(bool)]
     met = rows["met_slo"].astype(float)
-
-    def pct(column: str, q: float) -> float | None:
-        values = ok[column].dropna().to_numpy(dtype=float)
-        return float(np.percentile(values, q)) if len(values) else None
-
+    ttft = percentiles(ok["ttft_ms"], (50, 99))
     return StepFigures(
         scenario=scenario,
         step=step,
@@ -92,9 +88,9 @@ def _figures(
         ok=len(ok),
         met_slo_share=float(met.mean()) if len(rows) else None,
         requests_per_s=len(rows) / step_s,
-        ttft_p50_ms=pct("ttft_ms", 50),
-        ttft_p99_ms=pct("ttft_ms", 99),
-        e2e_p99_ms=pct("e2e_ms", 99),
+        ttft_p50_ms=ttft[50],
+        ttft_p99_ms=ttft[99],
+        e2e_p99_ms=percentiles(ok["e2e_ms"], (99,))[99],
     )
 
 

@@ -231,9 +231,8 @@ _STACK_PARTS = ("server_queue_ms", "server_prefill_ms", "server_transfer_ms")
 
 def _warmup_line(run: Run) -> str | None:
     """How many requests were warm-up (flagged in requests.csv, in no figure below)."""
-    if "warmup" not in run.requests or not run.requests["warmup"].notna().any():
-        return None
-    flagged = int(run.requests["warmup"].fillna(0).astype(bool).sum())
+    flags = run.warmup_flags
+    flagged = int(flags.sum()) if flags is not None else 0
     if not flagged:
         return None
     return (
