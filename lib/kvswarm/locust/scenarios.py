@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import gevent
 from locust import tag, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
@@ -28,6 +27,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from kvswarm.client import CompletionRequest, StreamingClient, StreamResult
 from kvswarm.config import Config, ScenarioConfig
 from kvswarm.errors import KvswarmError
+from kvswarm.locust.drafting import Draft, DraftLane
 from kvswarm.locust.naming import user_class_name
 from kvswarm.locust.users import LLMUser
 from kvswarm.priming import prime
@@ -54,13 +54,14 @@ PREFIX_MESSAGE = "kvswarm_prefix_used"
 class ScenarioUser(LLMUser):
     """A user of one scenario: sends its workload's requests, hands back the replies.
 
-    Prompts are built off the timing path: the next request is drafted in a greenlet of
-    its own while this one streams (after the reply, for a workload whose next request is
-    made from it: multi-turn), and long texts are generated with a yield to the event loop
-    every few kB (`TextFitter.pause`), so making a 4,000-token unique prompt never holds
-    the loop while other users' tokens arrive. The draft is the request sent next; it is
-    counted in the workload's stats when it is sent, so a draft the test's end leaves
-    unsent is not counted (a first use of a shared prefix is announced when drafted).
+    Prompts are built off the timing path: the next request is drafted while this one
+    streams (after the reply, for a workload whose next request is made from it:
+    multi-turn), in the process's `DraftLane`: one draft at a time, in the loop's spare
+    time, a few kB of text between two waits for the loop to be idle (`TextFitter.pause`),
+    so making a 4,000-token unique prompt never holds other users' tokens. The draft is
+    the request sent next; it is counted in the workload's stats when it is sent, so a
+    draft the test's end leaves unsent is not counted (a first use of a shared prefix is
+    announced when drafted).
     """
 
     abstract = True
@@ -69,7 +70,7 @@ class ScenarioUser(LLMUser):
         super().__init__(environment)
         self.workload: Workload = self.kv.scenarios.new_workload(self.scenario, self.user_id)
         self._config = self.kv.settings.config.scenarios[self.scenario]
-        self._drafting: gevent.Greenlet | None = None
+        self._drafting: Draft[PromptRequest] | None = None
         # A trace replay's due times, by position (None: requests go when ready).
         self._timeline = self.workload.replay_offsets_s()
         # `turn_gap_s`: this user's next turn is due then (monotonic; 0: not yet drawn).
@@ -100,7 +101,7 @@ class ScenarioUser(LLMUser):
 
     def on_stop(self) -> None:
         if self._drafting is not None:
-            self._drafting.kill(block=False)
+            self.kv.scenarios.drafts.cancel(self._drafting)
             self._drafting = None
         super().on_stop()
 
@@ -143,7 +144,7 @@ class ScenarioUser(LLMUser):
         )
 
     def _draft_next(self) -> None:
-        self._drafting = gevent.spawn(self.workload.draft_request)
+        self._drafting = self.kv.scenarios.drafts.submit(self.workload.draft_request)
 
     def _take_draft(self) -> PromptRequest:
         """The drafted next request (waiting for it if it is still being built), or a new
@@ -151,7 +152,7 @@ class ScenarioUser(LLMUser):
         drafting, self._drafting = self._drafting, None
         if drafting is None:
             return self.workload.draft_request()
-        return drafting.get()
+        return self.kv.scenarios.drafts.take(drafting)
 
 
 def _scenario_task(scenario: str) -> Any:
@@ -210,6 +211,7 @@ class ScenarioSetup:
         self.workloads: list[Workload] = []
         self.received: list[dict[str, Any]] = []
         self.sizers: dict[str, dict[str, Any]] = {}
+        self.drafts = DraftLane()  # the users' next prompts, built in spare time
         runner = plugin.environment.runner
         if isinstance(runner, MasterRunner):
             runner.register_message(WORKLOADS_MESSAGE, self._on_worker_workloads)
@@ -256,7 +258,7 @@ class ScenarioSetup:
         self.sizer = self._choose_sizer()
         material = shared_material(self.sizer.sizer)
         material.seen.clear()  # a test's design starts from nothing sent
-        material.fitter.pause = _yield_to_the_loop
+        material.fitter.pause = self.drafts.pause
         if isinstance(plugin.environment.runner, WorkerRunner):
             material.seen.on_first_use = self._announce_first_use
         for cls in classes:
@@ -388,10 +390,6 @@ class ScenarioSetup:
         self.received.extend(msg.data.get("stats", []))
         if msg.data.get("sizer"):
             self.sizers[msg.node_id] = msg.data["sizer"]
-
-
-def _yield_to_the_loop() -> None:
-    gevent.sleep(0)
 
 
 def _build(

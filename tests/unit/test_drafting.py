@@ -1,0 +1,105 @@
+"""The draft lane: users' next prompts built one at a time, in the event loop's spare time."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import gevent
+
+from kvswarm.locust.drafting import DraftLane
+
+SLICE_S = 0.001
+
+
+def burn(seconds: float) -> None:
+    """CPU work that holds the loop, as generating text does."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def sliced_build(pause: Callable[[], None], slices: int, log: list[str], name: str) -> str:
+    for _ in range(slices):
+        log.append(name)
+        burn(SLICE_S)
+        pause()
+    return name
+
+
+@contextmanager
+def busy_loop() -> Iterator[None]:
+    """A greenlet that always has more to do, so the loop is never idle."""
+    running = True
+
+    def spin() -> None:
+        while running:
+            gevent.sleep(0)
+
+    spinner = gevent.spawn(spin)
+    try:
+        yield
+    finally:
+        running = False
+        spinner.join()
+
+
+def test_drafts_build_one_at_a_time_each_to_the_end() -> None:
+    lane = DraftLane()
+    log: list[str] = []
+    drafts = [lane.submit(lambda n=n: sliced_build(lane.pause, 3, log, n)) for n in "abc"]
+    gevent.joinall([d.greenlet for d in drafts])
+    assert log == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    assert [lane.take(d) for d in drafts] == ["a", "b", "c"]
+    assert lane.built_by_lane == 3
+
+
+def test_a_draft_taken_before_the_lane_began_it_is_built_by_its_user_once() -> None:
+    lane = DraftLane()
+    log: list[str] = []
+    first = lane.submit(lambda: sliced_build(lane.pause, 5, log, "first"))
+    second = lane.submit(lambda: sliced_build(lane.pause, 1, log, "second"))
+    gevent.sleep(0)  # the lane begins the first; the second queues behind it
+    assert lane.take(second) == "second"
+    gevent.joinall([first.greenlet, second.greenlet])
+    assert log.count("second") == 1
+    assert (lane.built_by_lane, lane.built_by_taker) == (1, 1)
+
+
+def test_a_draft_waits_for_an_idle_loop_until_its_user_needs_it() -> None:
+    lane = DraftLane()
+    log: list[str] = []
+    with busy_loop():
+        draft = lane.submit(lambda: sliced_build(lane.pause, 3, log, "d"))
+        gevent.sleep(0.05)
+        # The loop was never idle: one slice, then the draft waited.
+        assert log == ["d"] and draft.started
+        # Taken, it finishes at once, the loop as busy as before.
+        assert lane.take(draft) == "d"
+    assert log == ["d"] * 3
+
+
+def test_drafts_in_the_lane_hold_the_loop_for_one_slice_where_spawned_drafts_hold_it_for_many() -> (
+    None
+):
+    def lateness_ms(start_drafts: Callable[[Callable[[], str]], object]) -> float:
+        """The median lateness of a 1-ms timer while 20 drafts of 10 slices build."""
+        log: list[str] = []
+        late: list[float] = []
+        for n in range(20):
+            start_drafts(lambda n=n: sliced_build(pause, 10, log, str(n)))
+        while len(log) < 200:
+            asked = time.perf_counter()
+            gevent.sleep(SLICE_S)
+            late.append((time.perf_counter() - asked - SLICE_S) * 1000)
+        gevent.wait()
+        return statistics.median(late)
+
+    lane = DraftLane()
+    pause = lane.pause
+    in_lane = lateness_ms(lane.submit)
+    pause = lambda: gevent.sleep(0)  # noqa: E731 (each draft in a greenlet of its own)
+    spawned = lateness_ms(gevent.spawn)
+    assert in_lane * 3 < spawned
