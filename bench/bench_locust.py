@@ -19,6 +19,8 @@ load generator on the other) unless `--pinning` says otherwise:
   split by hand and parsed with orjson (the floor for any gevent client);
 - `client`: kvswarm's bare `StreamingClient`, one greenlet per user, no Locust;
 - `fixed`: `locust -f tests/support/locustfile_basic.py` (one fixed prompt);
+- `fixed-long`: `locust -f bench/locustfile_fixed_long.py` (one fixed prompt as long as
+  ColdStartUser's, ~27,800 characters: the prompt's size without building one);
 - one per scenario: `locust -f locustfiles/ <Class>` with the small `SCENARIO_CONFIG`;
 - `fleet`: a master and two workers with the fixed prompt (the master's CPU is reported
   as a share of one worker's).
@@ -87,6 +89,7 @@ SCENARIO_CONFIG = """\
 target: {max_model_len: 40000}
 generation: {max_tokens: 64}
 """
+FIXED_LONG_LOCUSTFILE = REPO / "bench" / "locustfile_fixed_long.py"
 SYNTHETIC_LOCUSTFILE = REPO / "tests" / "support" / "locustfile_synthetic.py"
 
 
@@ -418,6 +421,8 @@ def cases(args: argparse.Namespace, base: Path) -> list[Case]:
         chosen.append(Case("loop", users, "loop"))
         chosen.append(Case("client", users, "client"))
         chosen.append(Case("fixed", users, "locust", basic))
+        if args.fixed_long:
+            chosen.append(Case("fixed-long", users, "locust", ["-f", str(FIXED_LONG_LOCUSTFILE)]))
     for class_name in args.scenarios:
         scenario_args = ["-f", str(REPO / "locustfiles"), "--kv-config", str(config), class_name]
         chosen.append(Case(class_name, args.users[0], "locust", scenario_args))
@@ -556,6 +561,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), help="user classes")
     parser.add_argument("--no-fleet", dest="fleet", action="store_false")
+    parser.add_argument(
+        "--no-fixed-long", dest="fixed_long", action="store_false",
+        help="leave out the fixed prompt as long as ColdStartUser's",
+    )  # fmt: skip
     parser.add_argument(
         "--pinning", nargs="+", default=["unpinned", "pinned"], choices=["unpinned", "pinned"]
     )
