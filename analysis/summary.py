@@ -9,6 +9,7 @@ import pandas as pd
 
 from kvswarm.analysis.metrics import failures_by_category, goodput_per_s, hit_split, percentiles
 from kvswarm.analysis.outages import describe_outage, target_outages
+from kvswarm.analysis.replay import replay_lines
 from kvswarm.analysis.runs import TORN_LAST_LINE, Run, itl_values
 from kvswarm.analysis.steps import format_sweep, sweep
 from kvswarm.runrecord import CPU_SHARE_LIMIT, LOOP_LAG_P99_LIMIT_MS
@@ -200,6 +201,12 @@ def _load_lines(run: Run) -> list[str]:
             f"load generator {name} ({load.role}): CPU {load.cpu_share:.0%} of a core, "
             f"event-loop lag p50 {load.loop_lag_p50_ms:.2f} ms, p99 {load.loop_lag_p99_ms:.2f} "
             f"ms, max {load.loop_lag_max_ms:.1f} ms"
+            + (
+                f", clock {load.clock_offset_ms:+.2f} ms from the master's (round trip "
+                f"{load.clock_rtt_ms:.2f} ms)"
+                if load.clock_offset_ms is not None and load.clock_rtt_ms is not None
+                else ""
+            )
         )
     return lines
 
@@ -292,7 +299,9 @@ def format_summary(
     if run is not None:
         lines.extend(_load_lines(run))
         lines.extend(describe_outage(outage) for outage in target_outages(run.requests))
-        if lag_line := _send_lag_line(run):
+        if run.record.replay:
+            lines.extend(replay_lines(run.record.replay))
+        elif lag_line := _send_lag_line(run):
             lines.append(lag_line)
         if warmup_line := _warmup_line(run):
             lines.append(warmup_line)

@@ -247,6 +247,8 @@ class ScenarioConfig:
     start_s: Annotated[float, Field(ge=0.0)] = 0.0
     end_s: PositiveFloat | None = None
     max_rows: PositiveInt | None = None
+    # A replay whose send lag p99 is above this is marked degraded (run.json's replay).
+    lag_bound_ms: PositiveFloat = 50.0
 
     @model_validator(mode="after")
     def _ranges_are_ordered(self) -> ScenarioConfig:

@@ -32,6 +32,7 @@ __all__ = [
     "LocustSection",
     "ProcessLoad",
     "RecordCounts",
+    "ReplaySection",
     "RunRecord",
     "Window",
     "read_run_record",
@@ -143,6 +144,14 @@ class ProcessLoad:
     loop_lag_p50_ms: float = _doc("median wake-up lateness, ms", 0.0)
     loop_lag_p99_ms: float = _doc("99th percentile wake-up lateness, ms", 0.0)
     loop_lag_max_ms: float = _doc("largest wake-up lateness, ms", 0.0)
+    clock_offset_ms: float | None = _doc(
+        "a worker: the master's wall clock minus this one's, ms (from the ping with the "
+        "smallest round trip; the fleet's timeline is moved onto this clock by it)",
+        None,
+    )
+    clock_rtt_ms: float | None = _doc(
+        "a worker: that ping's round trip, ms (the offset is within half of it)", None
+    )
 
     @property
     def distorts_timing(self) -> bool:
@@ -157,6 +166,69 @@ class ProcessLoad:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProcessLoad:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# A replay whose send lag p99 exceeds its scenario's `lag_bound_ms` is marked degraded.
+DEFAULT_LAG_BOUND_MS = 50.0
+# Server prompt tokens this far from the trace's input tokens (as a share) get a warning.
+PROMPT_TOKENS_TOLERANCE = 0.02
+# Realised and theoretical hit rates this close (in points) agree.
+HIT_RATE_AGREEMENT_POINTS = 2.0
+
+
+@dataclass(frozen=True)
+class ReplaySection:
+    """One trace scenario's replay: the rows sent against the selection and the schedule,
+    the prompt lengths the server counted against the trace's, and the prefix hit rate
+    the server realised against the trace's theoretical one for the rows sent."""
+
+    trace: str = _doc("the trace file", "")
+    block_tokens: int = _doc("tokens per hash id", 512)
+    rows_selected: int = _doc("rows of the selection (start_s, end_s, max_rows)", 0)
+    rows_sent: int = _doc("distinct rows sent", 0)
+    rows_sent_twice: int = _doc("records beyond one per row (0 in a sound replay)", 0)
+    lag_p50_ms: float | None = _doc("send lag (actual - scheduled send) p50, ms", None)
+    lag_p90_ms: float | None = _doc("send lag p90, ms", None)
+    lag_p99_ms: float | None = _doc("send lag p99, ms", None)
+    lag_bound_ms: float = _doc("the scenario's lag_bound_ms", DEFAULT_LAG_BOUND_MS)
+    degraded: bool = _doc("lag p99 above lag_bound_ms: the trace's timing was not kept", False)
+    trace_input_tokens: int = _doc(
+        "sum of input_length over the rows sent whose prompt_tokens the server reported", 0
+    )
+    server_prompt_tokens: int | None = _doc("sum of prompt_tokens over those rows", None)
+    prompt_tokens_difference: float | None = _doc(
+        "`server_prompt_tokens / trace_input_tokens - 1` (a chat template adds a little)",
+        None,
+    )
+    theoretical_hit_rate: float = _doc(
+        "share of the rows sent's input tokens an infinite prefix cache could serve, the "
+        "rows taken in trace order",
+        0.0,
+    )
+    server_hit_rate: float | None = _doc(
+        "sum of cached_tokens / sum of prompt_tokens over the successful rows that report both",
+        None,
+    )
+    server_counter_hit_rate: float | None = _doc(
+        "the server's own counters over the window (run.json server.cached_share; every "
+        "scenario of the run)",
+        None,
+    )
+    gap_points: float | None = _doc("`(server_hit_rate - theoretical_hit_rate) * 100`", None)
+
+    @property
+    def prompt_tokens_off(self) -> bool:
+        """The server counted prompts more than 2% longer or shorter than the trace says."""
+        d = self.prompt_tokens_difference
+        return d is not None and abs(d) > PROMPT_TOKENS_TOLERANCE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReplaySection:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -228,6 +300,11 @@ class RunRecord:
         "and CPU use over the measured window",
         factory=dict,
     )
+    replay: dict[str, ReplaySection] = _doc(
+        "per trace scenario: rows sent, send lag and whether the replay was degraded, prompt "
+        "tokens against the trace's, realised against theoretical prefix hit rate",
+        factory=dict,
+    )
     load_host: str = _doc("host name of the process that wrote the run", "")
     platform: str = _doc("its platform string", "")
     argv: tuple[str, ...] = _doc("its command line, secret values redacted", ())
@@ -242,6 +319,7 @@ class RunRecord:
             self.server_metrics.to_dict() if self.server_metrics is not None else None
         )
         data["workloads"] = {name: summary.to_dict() for name, summary in self.workloads.items()}
+        data["replay"] = {name: section.to_dict() for name, section in self.replay.items()}
         return data
 
     @classmethod
@@ -274,6 +352,10 @@ class RunRecord:
             values["workloads"] = {
                 name: WorkloadSummary.from_dict(summary)
                 for name, summary in (values.get("workloads") or {}).items()
+            }
+            values["replay"] = {
+                name: ReplaySection.from_dict(section)
+                for name, section in (values.get("replay") or {}).items()
             }
             return cls(**values)
         except (TypeError, KeyError, ValueError) as exc:
@@ -361,6 +443,7 @@ _NESTED: dict[str, type] = {
     "load_generator": ProcessLoad,
     "server": ServerReport,
     "workloads": WorkloadSummary,
+    "replay": ReplaySection,
 }
 # The sections other modules produce, in README's words (their types are the contract).
 _PRODUCER_DOCS = {

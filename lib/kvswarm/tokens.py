@@ -511,6 +511,8 @@ class TextFitter:
 
     MAX_COUNTS = 12
     CALIBRATION_TEXTS = 3
+    # ... and, where more are needed, texts until this many tokens of the kind are counted.
+    CALIBRATION_TOKENS = 0
 
     def __init__(self, sizer: TokenSizer, chars_per_token: float = 4.0) -> None:
         self.sizer = sizer
@@ -570,7 +572,11 @@ class TextFitter:
         """Whether to size this text of `kind` with the sizer (and note one more text)."""
         texts = self._texts.get(kind, 0)
         self._texts[kind] = texts + 1
-        return self.sizer.local or texts < self.CALIBRATION_TEXTS
+        return (
+            self.sizer.local
+            or texts < self.CALIBRATION_TEXTS
+            or self._tokens.get(kind, 0) < self.CALIBRATION_TOKENS
+        )
 
     def tolerance(self, target: int) -> int:
         """How far from `target` a counted fit may stop: 0.2%, at least one token."""

@@ -16,6 +16,7 @@ priority (yielding with `sleep(0)`), since the user's request is now waiting on 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -67,6 +68,12 @@ class DraftLane:
         if self._building is draft and self._parked is not None:
             self._unpark()
         return draft.greenlet.get()
+
+    def wait(self, draft: Draft, until_s: float) -> None:
+        """Give the lane until `until_s` (monotonic) to build `draft` (a trace row's
+        request, built while its send time comes)."""
+        if draft.greenlet is not None:
+            draft.greenlet.join(timeout=max(0.0, until_s - time.monotonic()))
 
     def cancel(self, draft: Draft) -> None:
         """Drop a draft that will not be sent (its user stopped)."""

@@ -31,6 +31,7 @@ problem the user must fix aborts the run (`abort`), which says so in run.json.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -60,6 +61,7 @@ from kvswarm.locust import webui
 from kvswarm.locust.arrivals import ArrivalSchedule, TraceSchedule
 from kvswarm.locust.batches import RecordBatch
 from kvswarm.locust.binding import bind, plugin_of
+from kvswarm.locust.clock import ClockOffset, answer_clock_pings
 from kvswarm.locust.events import KvswarmEvents
 from kvswarm.locust.loopprobe import LoopProbe
 from kvswarm.locust.options import (
@@ -157,6 +159,12 @@ class KvswarmPlugin:
             )
             self.collector.install()
             runner.register_message(ABORT_MESSAGE, self._on_worker_abort)
+            answer_clock_pings(runner)
+        # A worker: the master's clock against this one, for the fleet's common timeline.
+        self.clock: ClockOffset | None = None
+        if self.is_worker:
+            self.clock = ClockOffset(runner)
+            self.clock.measure()
         bind(environment, self)
 
     @property
@@ -217,9 +225,13 @@ class KvswarmPlugin:
     def _start_warmup(self) -> None:
         """This test's warm-up: a worker takes the master's window; every process flags
         its share of `results.warmup_requests`."""
-        self._measure_start_unix = self.settings.options.measure_start_unix
+        self._measure_start_unix = self._local(self.settings.options.measure_start_unix)
         workers, _ = self._fleet_share()
         self._warmup_left = math.ceil(self.settings.config.results.warmup_requests / workers)
+
+    def _local(self, master_unix_s: float) -> float:
+        """A time the master fixed, on this process's clock (a worker's offset applied)."""
+        return self.clock.to_local(master_unix_s) if self.clock is not None else master_unix_s
 
     def is_warmup(self, started_unix_s: float) -> bool:
         """Whether a request that started at `started_unix_s` (and ended now) is warm-up:
@@ -318,7 +330,7 @@ class KvswarmPlugin:
             self.probe.start(warmup_s=_warmup(self.settings.config))
             self.arrivals = self._arrival_schedule()
             self._trace_schedules = {}
-            self._replay_start_unix = self.settings.options.replay_start_unix
+            self._replay_start_unix = self._local(self.settings.options.replay_start_unix)
             self._start_warmup()
             if self.owns_results:
                 self._open_run()
@@ -563,9 +575,19 @@ class KvswarmPlugin:
             # Stats first: the master closes the run when the final batch arrives.
             self.scenarios.ship_stats()
             assert self.outbox is not None
-            self.outbox.ship_final(load=self.probe.stop("worker"))
+            self.outbox.ship_final(load=self._worker_load())
             return
         self._close_run()
+
+    def _worker_load(self) -> ProcessLoad:
+        """A worker's figures, with its clock's offset to the master's."""
+        load = self.probe.stop("worker")
+        clock = self.clock
+        if clock is None or clock.offset_s is None or clock.rtt_s is None:
+            return load
+        return dataclasses.replace(
+            load, clock_offset_ms=clock.offset_s * 1000, clock_rtt_ms=clock.rtt_s * 1000
+        )
 
     def _load_generator(self, own: ProcessLoad) -> dict[str, ProcessLoad]:
         """run.json's `load_generator`: this process's figures, then every worker's."""
@@ -592,6 +614,8 @@ class KvswarmPlugin:
         status, reason = self._ending or ("finished", "")
         run.finish(status=status, reason=reason, load_ended_unix_s=load_ended)
         self.run = None
+        if any(s.type == "trace" for s in self.settings.config.scenarios.values()):
+            write_replay(run)
         self.summary_text = write_summary(run.path)
 
     def _on_quitting(self, environment: Environment, **_kwargs: Any) -> None:
@@ -712,6 +736,20 @@ def write_summary(run_path: Path) -> str:
     text = format_summary(summarize(run), str(run_path), run)
     (run_path / SUMMARY_TXT).write_text(text, encoding="utf-8")
     return text
+
+
+def write_replay(run: RunDirectory) -> None:
+    """run.json's `replay`: each trace scenario's replay held against its trace."""
+    from kvswarm.analysis.replay import replay_sections
+    from kvswarm.analysis.runs import load_run
+
+    try:
+        sections = replay_sections(load_run(run.path))
+    except KvswarmError as exc:
+        print(f"kvswarm: the replay was not checked against its trace: {exc}", file=sys.stderr)
+        return
+    if sections:
+        run.update(replay=sections)
 
 
 def _warmup(config: Config) -> float:

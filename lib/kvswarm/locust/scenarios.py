@@ -128,7 +128,11 @@ class ScenarioUser(LLMUser):
             raise StopUser()
         position, due_s = slot
         workload = self.workload
-        request = workload.count_sent(workload.request_at(position))
+        # Built in the lane while the row's time comes (a row's prompt can be 100k tokens).
+        drafts = self.kv.scenarios.drafts
+        self._drafting = drafts.submit(lambda: workload.request_at(position))
+        drafts.wait(self._drafting, due_s)
+        request = workload.count_sent(self._take_draft())
         self._send(request, due_s=due_s, trace_row=workload.row_index(position))
 
     def _send(self, request: PromptRequest, **schedule: Any) -> StreamResult:

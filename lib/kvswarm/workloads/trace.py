@@ -115,6 +115,8 @@ class TraceWorkload(Workload):
         super().__init__(context)
         self.trace = scenario_trace(context.scenario, context.config)
         self.blocks = block_text(self.material.sizer, context.config.block_tokens, context.seed)
+        # Block text yields as the scenarios' text does (the Locust glue's pause).
+        self.blocks.fitter.pause = self.fitter.pause
 
     @classmethod
     def check(
