@@ -30,8 +30,10 @@ from kvswarm.analysis.metrics import (
     throughput,
     time_series,
 )
+from kvswarm.analysis.replay import hit_rate_words
 from kvswarm.analysis.runs import Run
 from kvswarm.analysis.steps import Sweep, sweep
+from kvswarm.runrecord import ReplaySection
 
 __all__ = ["CHARTS_DIR", "build_report", "scenario_names", "time_bin_s"]
 
@@ -418,13 +420,56 @@ def build_report(run: Run, out_dir: Path, with_charts: bool = True) -> Document:
     stepped = sweep(run)
     if stepped is not None:
         sections.insert(2, _steps_section(stepped, run.record.mode))
+    if run.record.replay:
+        sections.insert(2, _replay_section(run.record.replay))
     if with_charts:
         sections.append(Section("Charts", charts=tuple(_charts(run, out_dir))))
     data = {"run": run.name, "mode": run.record.mode, "summary": summary, "latency": latency,
             "cache": cache, "pd_split": pd_split,
             "steps": _steps_data(stepped),
+            "replay": {name: r.to_dict() for name, r in run.record.replay.items()} or None,
             "server": run.record.server.to_dict() if run.record.server else None}  # fmt: skip
     return Document("report", f"kvswarm report: {run.name}", (_intro(run),), tuple(sections), data)
+
+
+def _replay_section(replays: dict[str, ReplaySection]) -> Section:
+    """Trace replays: the rows and schedule kept, lengths, realised vs theoretical hits."""
+    sent = Table(
+        "Rows and schedule",
+        ("scenario", "rows sent", "of", "sent twice", "lag p50 (ms)", "lag p90 (ms)",
+         "lag p99 (ms)", "bound (ms)", "verdict"),
+        tuple(
+            (name, str(r.rows_sent), str(r.rows_selected), str(r.rows_sent_twice),
+             cell(r.lag_p50_ms), cell(r.lag_p90_ms), cell(r.lag_p99_ms), f"{r.lag_bound_ms:g}",
+             "DEGRADED" if r.degraded else "kept")
+            for name, r in sorted(replays.items())
+        ),
+        "Send lag: each row's actual send time minus its scheduled time (the trace's "
+        "timestamp x time_scale after the common start). A replay is degraded when the "
+        "lag p99 exceeds the scenario's lag_bound_ms: the trace's timing was not kept.",
+    )  # fmt: skip
+    hits = Table(
+        "Realised vs theoretical prefix hit rate",
+        ("scenario", "theoretical", "server (cached_tokens)", "server counters", "gap (points)",
+         "trace input tokens", "server prompt tokens", "difference"),
+        tuple(
+            (name, share_cell(r.theoretical_hit_rate), share_cell(r.server_hit_rate),
+             share_cell(r.server_counter_hit_rate), cell(r.gap_points, 1),
+             str(r.trace_input_tokens), cell(r.server_prompt_tokens),
+             share_cell(r.prompt_tokens_difference))
+            for name, r in sorted(replays.items())
+        ),
+        "Theoretical: the share of the rows sent's input tokens an infinite prefix cache "
+        "could serve, in trace order, whole blocks only. Server: cached / prompt tokens in "
+        "usage over the rows sent, and the server's own counters over the window.",
+    )  # fmt: skip
+    words = tuple(
+        f"{name}: {hit_rate_words(r)}."
+        + (" Prompt tokens more than 2% off the trace's: check block_tokens and the "
+           "tokenizer." if r.prompt_tokens_off else "")
+        for name, r in sorted(replays.items())
+    )  # fmt: skip
+    return Section("Trace replay", paragraphs=words, tables=(sent, hits))
 
 
 def _steps_section(stepped: Sweep, mode: str) -> Section:

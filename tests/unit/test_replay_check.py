@@ -142,3 +142,23 @@ def test_run_json_carries_the_section_and_the_summary_prints_it(tmp_path: Path) 
     text = format_summary(summarize(run), str(run_dir), run)
     assert "trace replay replay: 4 of 4 rows sent" in text
     assert "realised the trace's theoretical rate" in text
+
+
+def test_the_report_has_a_trace_replay_section_with_the_verdict_and_both_rates(
+    tmp_path: Path,
+) -> None:
+    from kvswarm.analysis.report import build_report
+
+    run_dir = write_replay_run(
+        tmp_path, rows=[0, 1, 2, 3], lags_ms=[1, 2, 3, 90], cached=[0, 0, 0, 3]
+    )
+    record = RunRecord.from_dict(json.loads((run_dir / "run.json").read_text()))
+    record = record.with_changes(replay=replay_sections(load_run(run_dir)))
+    (run_dir / "run.json").write_text(json.dumps(record.to_dict()))
+    document = build_report(load_run(run_dir), tmp_path / "report", with_charts=False)
+    (section,) = [s for s in document.sections if s.title == "Trace replay"]
+    schedule, hits = section.tables
+    assert schedule.rows[0][-1] == "DEGRADED"
+    assert hits.rows[0][1:3] == ("33.3%", "9.1%")  # theoretical 11 of 33, server 3 of 33
+    assert "points less than the trace allows" in section.paragraphs[0]
+    assert document.data["replay"]["replay"]["degraded"] is True
