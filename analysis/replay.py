@@ -28,6 +28,8 @@ import pandas as pd
 
 from kvswarm.analysis.runs import Run
 from kvswarm.config import ScenarioConfig
+from kvswarm.engines import engine_profile
+from kvswarm.errors import KvswarmError
 from kvswarm.runrecord import HIT_RATE_AGREEMENT_POINTS, ReplaySection
 from kvswarm.workloads.trace import scenario_trace
 from kvswarm.workloads.trace_hits import infinite_cache_hits
@@ -76,6 +78,7 @@ def _section(run: Run, name: str, config: ScenarioConfig, rows: pd.DataFrame) ->
         rows_selected=len(selection.rows),
         rows_sent=len(sent_indices),
         rows_sent_twice=len(sent_rows) - len(sent_indices),
+        output_control=_output_control(run),
         lag_p50_ms=p50,
         lag_p90_ms=p90,
         lag_p99_ms=p99,
@@ -93,6 +96,19 @@ def _section(run: Run, name: str, config: ScenarioConfig, rows: pd.DataFrame) ->
         server_counter_hit_rate=counters,
         gap_points=(server_rate - theoretical) * 100 if server_rate is not None else None,
     )
+
+
+def _output_control(run: Run) -> str:
+    """What the requests carried to make the server generate each row's output_length."""
+    parts = ["max_tokens"]
+    if ((run.record.config or {}).get("generation") or {}).get("ignore_eos", True):
+        parts.append("ignore_eos")
+    try:
+        if engine_profile(run.record.engine).min_tokens:
+            parts.append("min_tokens")
+    except KvswarmError:
+        pass  # an engine this kvswarm does not know: no min_tokens was sent by it either
+    return " + ".join(parts)
 
 
 def hit_rate_words(section: ReplaySection) -> str:
@@ -134,8 +150,8 @@ def replay_lines(sections: dict[str, ReplaySection]) -> list[str]:
         )
         twice = f", {s.rows_sent_twice} sent twice" if s.rows_sent_twice else ""
         lines.append(
-            f"trace replay {name}: {s.rows_sent} of {s.rows_selected} rows sent{twice}; "
-            f"{lag}; {verdict}"
+            f"trace replay {name}: {s.rows_sent} of {s.rows_selected} rows sent{twice} "
+            f"(output lengths by {s.output_control}); {lag}; {verdict}"
         )
         server = "-" if s.server_hit_rate is None else f"{s.server_hit_rate:.1%}"
         counters = (

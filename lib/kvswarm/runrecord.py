@@ -189,6 +189,11 @@ class ReplaySection:
     rows_selected: int = _doc("rows of the selection (start_s, end_s, max_rows)", 0)
     rows_sent: int = _doc("distinct rows sent", 0)
     rows_sent_twice: int = _doc("records beyond one per row (0 in a sound replay)", 0)
+    output_control: str = _doc(
+        "how each row asked for its output_length: max_tokens, with ignore_eos and "
+        "min_tokens where sent",
+        "max_tokens",
+    )
     lag_p50_ms: float | None = _doc("send lag (actual - scheduled send) p50, ms", None)
     lag_p90_ms: float | None = _doc("send lag p90, ms", None)
     lag_p99_ms: float | None = _doc("send lag p99, ms", None)

@@ -153,6 +153,9 @@ class EngineProfile:
     metrics_prefix: str = ""
     metrics: MetricNames = field(default_factory=MetricNames)
     context_error: re.Pattern[str] = ANY_CONTEXT_ERROR
+    # Whether requests may carry `min_tokens` (generate at least that many): a trace
+    # replay asks for exactly each row's output_length with it and `ignore_eos`.
+    min_tokens: bool = False
 
     def is_context_error(self, status_code: int | None, error_text: str) -> bool:
         """Whether a failed request was rejected as too long for the model's context."""

@@ -33,6 +33,7 @@ SGLANG = register_engine(
     SglangProfile(
         name="sglang",
         tokenize=None,
+        min_tokens=True,
         metrics_prefix="sglang:",
         metrics=MetricNames(
             # SGLang's prompt counter includes the cached tokens.

@@ -262,6 +262,7 @@ VLLM = register_engine(
         metrics_prefix="vllm:",
         metrics=VLLM_METRICS,
         context_error=VLLM_CONTEXT_ERROR,
+        min_tokens=True,
         cache_semantics="one prefix cache shared by all requests, in whole KV blocks (the "
         "server's block_size in vllm:cache_config_info: 16 tokens by default on GPUs, 128 "
         "on the CPU backend); a hit is a block of the prompt whose KV is already cached, "

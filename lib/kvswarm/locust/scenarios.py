@@ -144,6 +144,7 @@ class ScenarioUser(LLMUser):
             prefix_id=request.prefix_id,
             prefix_tokens=request.prefix_tokens,
             expected_hit=request.expected_hit,
+            exact_output=self.workload.exact_output,
             **schedule,
         )
 

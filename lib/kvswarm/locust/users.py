@@ -57,11 +57,14 @@ class LLMUser(User):
         expected_hit: bool = False,
         due_s: float | None = None,
         trace_row: int | None = None,
+        exact_output: bool = False,
     ) -> StreamResult:
         """Send one completion request (chat or completions, as configured) and report it.
 
         `due_s` (`time.monotonic()`): when a timeline (a trace replay) wants it sent;
-        without one, an open-loop run's next arrival time, or at once (closed loop)."""
+        without one, an open-loop run's next arrival time, or at once (closed loop).
+        `exact_output`: ask for exactly `max_tokens` (`min_tokens` too, where the engine
+        takes it; `ignore_eos` is the config's)."""
         kv = self.kv
         settings = kv.settings
         config = settings.config
@@ -70,6 +73,8 @@ class LLMUser(User):
         extra: dict[str, Any] = {"temperature": generation.temperature}
         if generation.ignore_eos:
             extra["ignore_eos"] = True
+        if exact_output and kv.engine.min_tokens:
+            extra["min_tokens"] = max_tokens or config.max_tokens
         request = CompletionRequest(
             endpoint=settings.endpoint,
             model=config.model_name,

@@ -111,6 +111,8 @@ def block_text(sizer: TokenSizer, block_tokens: int, seed: int) -> BlockText:
 class TraceWorkload(Workload):
     """The requests of a trace's rows (see the module doc)."""
 
+    exact_output = True
+
     def __init__(self, context: WorkloadContext) -> None:
         super().__init__(context)
         self.trace = scenario_trace(context.scenario, context.config)

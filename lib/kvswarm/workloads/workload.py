@@ -204,6 +204,9 @@ class Workload(ABC):
     workload_type: ClassVar[str] = ""
     # Whether the next request is made from the reply to the last one (multi-turn).
     next_depends_on_reply: ClassVar[bool] = False
+    # Whether each request's max_tokens is a length to generate exactly (a trace's
+    # output_length), not a cap.
+    exact_output: ClassVar[bool] = False
     # Tokens a reused prefix needs before the server can hit on it (its KV block size,
     # where it reports one); the Locust glue sets it when the test starts.
     min_hit_tokens: int = 0
