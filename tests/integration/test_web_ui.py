@@ -26,11 +26,13 @@ from kvswarm.sim import SimOptions, spawn_stack
 from kvswarm.sim.stack import StackProcess
 from tests.integration.test_locust_plugin import post, wait_for, wait_for_status
 from tests.integration.test_sim_http import FAST
+from tests.support.liveruns import scrape
 from tests.support.processes import REPO, free_port, run_dirs, run_locust
 
 # The README's screenshot is remade with KVSWARM_SCREENSHOT_DIR=docs/images; otherwise
 # the test's own directory keeps it (a test run leaves the repository as it was).
 SCREENSHOT_NAME = "web-ui-kvswarm-tab.png"
+CHARTS_SCREENSHOT_NAME = "web-ui-kvswarm-charts.png"
 CLASSES = ("ColdStartUser", "BatchProcessingUser")
 SCENARIOS = ("batch_processing", "cold_start")
 
@@ -121,6 +123,25 @@ def running_rows(driver: Any, timeout_s: float = 30) -> dict[str, dict[str, str]
     raise AssertionError(f"the kvswarm tab never showed both scenarios: {tab_rows(driver)}")
 
 
+def chart_lines(driver: Any, base: str, timeout_s: float = 30) -> dict[str, int]:
+    """Open the live charts page and wait until its TTFT chart has a line of two points or
+    more for every scenario; the points of each scenario's p50 line."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(base + "/kvswarm/charts")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = driver.find_elements(By.CSS_SELECTOR, "svg#ttft polyline[data-key='ttft_p50_ms']")
+        points = {
+            line.get_attribute("data-scenario"): len(line.get_attribute("points").split())
+            for line in lines
+        }
+        if set(points) == set(SCENARIOS) and min(points.values()) >= 2:
+            return points
+        time.sleep(0.5)
+    raise AssertionError("the live charts never drew a TTFT line for every scenario")
+
+
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as reply:
         return json.loads(reply.read())
@@ -132,13 +153,14 @@ def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
     from selenium.webdriver.common.by import By
 
     results = tmp_path / "results"
-    port = free_port()
+    port, exporter_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [sys.executable, "-m", "kvswarm.cli", "locust", "-f", str(REPO / "locustfiles"),
          "--web-host", "127.0.0.1", "--web-port", str(port), "--host", sim.base_url,
          "--kv-config", str(config), "--kv-results", str(results),
-         "--kv-server-sample-interval", "0.5", *CLASSES],
+         "--kv-server-sample-interval", "0.5", "--kv-exporter-port", str(exporter_port),
+         *CLASSES],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     driver = chromium()
@@ -155,6 +177,9 @@ def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
         where = Path(os.environ.get("KVSWARM_SCREENSHOT_DIR") or tmp_path)
         where.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(where / SCREENSHOT_NAME))
+        charted = chart_lines(driver, base)
+        timeline = get_json(base + "/kvswarm/timeline")
+        driver.save_screenshot(str(where / CHARTS_SCREENSHOT_NAME))
 
         post(base + "/stop", {})
         run = results / "from-the-form"
@@ -164,6 +189,7 @@ def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
         rows = running_rows(driver)
         live = get_json(base + "/kvswarm/live")
         downloaded = get_json(base + "/kvswarm/run.json")
+        exported = scrape(f"http://127.0.0.1:{exporter_port}/metrics")
     finally:
         driver.quit()
         process.terminate()
@@ -173,6 +199,20 @@ def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
             entry = live["percentiles_ms"][scenario][metric]
             assert rows[scenario][metric] == latency_cell([entry[p] for p in ("p50", "p90", "p99")])
     assert "prefix-cache hit rate" in rows["server (window so far)"]["detail"]
+    # The exporter counted the same requests as the tab, per scenario (both leave out the
+    # requests the stop cancelled).
+    for scenario in SCENARIOS:
+        counted = sum(
+            value for (name, labels), value in exported.items()
+            if name == "kvswarm_requests_total" and dict(labels)["scenario"] == scenario
+            and dict(labels)["status"] != "cancelled"
+        )  # fmt: skip
+        assert counted == int(rows[scenario]["requests"])
+    # The charts drew every closed interval of the timeline, per scenario (the page and
+    # the JSON were read moments apart: the JSON may hold an interval more).
+    for scenario in SCENARIOS:
+        points = [p for p in timeline["series"][scenario] if p["ttft_p50_ms"] is not None]
+        assert 2 <= charted[scenario] <= len(points) <= charted[scenario] + 1
     meta = json.loads((run / "run.json").read_text())
     with open(run / "requests.csv", newline="") as handle:
         requests = list(csv.DictReader(handle))

@@ -11,6 +11,10 @@
   run's requests.csv and run.json, and kvswarm's HTML report (`kvswarm report`, run in a
   child process so the load is not held up), on routes of `web_ui.app` behind
   `auth_required_if_enabled`;
+- **live charts** (`/kvswarm/charts`, linked from the same page; Locust 2.47's React UI
+  has no chart extension point): TTFT and TPOT p50/p99, output tokens/s and the cached
+  share per scenario over the test, drawn from `/kvswarm/timeline`
+  (`kvswarm.locust.timeline`);
 - Locust's **Download Report** (`/stats/report`) gets the kvswarm table appended (the same
   `after_request` hook: `locust/html.py` has no extension hook).
 
@@ -40,6 +44,7 @@ from kvswarm.locust.llmtable import (
     table_html,
 )
 from kvswarm.locust.tally import LiveTally
+from kvswarm.locust.timeline import LiveTimeline
 
 if TYPE_CHECKING:
     from kvswarm.locust.plugin import KvswarmPlugin
@@ -54,6 +59,8 @@ DOWNLOADS = (
     ("run.json", "kvswarm run.json (current or last run)"),
     ("report.html", "kvswarm report (HTML, current or last run)"),
 )
+CHARTS_TITLE = "kvswarm live charts (TTFT, TPOT, tokens/s, cached share over time)"
+CHARTS_PAGE = Path(__file__).with_name("charts.html")
 LIVE_NOTE = (
     "Live view of the records the results-owning process has received (on a master, every "
     "worker's): percentiles from HDR histograms (0.1% precision), ITL as each request's mean "
@@ -71,6 +78,7 @@ class KvswarmWebUi:
     def __init__(self, plugin: KvswarmPlugin) -> None:
         self.plugin = plugin
         self.tally = LiveTally()
+        self.timeline = LiveTimeline(time.time())
         self.run_path: Path | None = None
         self._started_unix_s: float | None = None
         self._server_cache: tuple[int, ServerMetricsSection | None] = (-1, None)
@@ -87,22 +95,26 @@ class KvswarmWebUi:
             {"key": TAB_KEY, "structure": [{"key": k, "title": t} for k, t in COLUMNS]}
         ]
         web_ui.template_args["extendedCsvFiles"] = [
-            {"href": f"./kvswarm/{name}", "title": title} for name, title in DOWNLOADS
+            *({"href": f"./kvswarm/{name}", "title": title} for name, title in DOWNLOADS),
+            {"href": "./kvswarm/charts", "title": CHARTS_TITLE},
         ]
         web_ui.app.after_request(self._after_request)
         self._add_download_routes()
+        self._add_chart_routes()
         events = self.plugin.events
         events.run_opened.add_listener(self._on_run_opened)
         events.record_kept.add_listener(self._on_record_kept)
 
     def _on_run_opened(self, run: RunDirectory, **_kwargs: Any) -> None:
         self.tally = LiveTally()
+        self.timeline = LiveTimeline(run.record.window.start_unix_s)
         self.run_path = run.path
         self._started_unix_s = run.record.window.start_unix_s
         self._server_cache = (-1, None)
 
     def _on_record_kept(self, record: Any, **_kwargs: Any) -> None:
         self.tally.add(record)
+        self.timeline.add(record)
 
     # -- the tab's rows ------------------------------------------------------------------
 
@@ -172,6 +184,23 @@ class KvswarmWebUi:
             if self.plugin.run is not None:
                 self.plugin.run.writer.flush()
             return send_file(self.run_path / name, as_attachment=True, max_age=0)
+
+    def _add_chart_routes(self) -> None:
+        web_ui = self.plugin.environment.web_ui
+
+        @web_ui.app.route("/kvswarm/charts")
+        @web_ui.auth_required_if_enabled
+        def kvswarm_charts() -> Any:
+            """The live charts page (it polls /kvswarm/timeline)."""
+            return CHARTS_PAGE.read_text(encoding="utf-8")
+
+        @web_ui.app.route("/kvswarm/timeline")
+        @web_ui.auth_required_if_enabled
+        def kvswarm_timeline() -> Any:
+            """The charts' data: per scenario, the test's closed intervals so far."""
+            from flask import Response
+
+            return Response(_json(self.timeline.points()), mimetype="application/json")
 
     def _write_report(self) -> Path:
         """kvswarm's HTML report of the run, written by `kvswarm report` in a child process
