@@ -122,6 +122,8 @@ def test_pip_install_puts_analysis_under_kvswarm_and_summary_runs_anywhere(
 
     assert not (site / "analysis").exists(), "analysis/ must install as kvswarm.analysis"
     assert (site / "kvswarm" / "analysis" / "headline.py").is_file()
+    # The web UI's live charts page is package data.
+    assert (site / "kvswarm" / "locust" / "charts.html").is_file()
     for package in _declared_packages():
         assert (site / package.replace(".", "/") / "__init__.py").is_file(), package
     (dist_info,) = site.glob("kvswarm-*.dist-info")
