@@ -226,6 +226,89 @@ def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
     assert meta["locust"]["users"] == 4
 
 
+def pick_scenarios_with_weights(driver: Any, base: str, weights: dict[str, int]) -> None:
+    """Locust's class picker (`--class-picker`): untick every class, tick the given ones,
+    set each one's weight in its settings dialog, then fill the form and press START."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.expected_conditions import invisibility_of_element_located
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(base + "/")
+    driver.find_element(By.CSS_SELECTOR, "thead input[type='checkbox']").click()  # none
+    for class_name, weight in weights.items():
+        row = driver.find_element(By.XPATH, f"//tr[td[normalize-space()='{class_name}']]")
+        row.find_element(By.CSS_SELECTOR, "input[type='checkbox']").click()
+        row.find_element(By.TAG_NAME, "button").click()  # the class's settings
+        field = driver.find_element(By.CSS_SELECTOR, ".MuiModal-root input[name='weight']")
+        field.send_keys(Keys.END, Keys.BACKSPACE * 4, str(weight))
+        driver.find_element(
+            By.XPATH, "//*[contains(@class, 'MuiModal-root')]//button[@type='submit']"
+        ).click()
+        WebDriverWait(driver, 10).until(
+            invisibility_of_element_located((By.CSS_SELECTOR, ".MuiModal-root"))
+        )
+    users = str(sum(weights.values()) * 2)
+    for name in ("userCount", "spawnRate"):
+        driver.find_element(By.NAME, name).send_keys(Keys.END, Keys.BACKSPACE * 8, users)
+    driver.find_element(By.XPATH, "//button[@type='submit']").click()
+
+
+def test_scenarios_and_their_weights_picked_in_the_form_decide_the_users(
+    sim: StackProcess, config: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    # Every scenario class is in the picker, so every scenario's prompts must fit.
+    settings = yaml.safe_load(config.read_text())
+    settings["target"]["max_model_len"] = 40_000
+    config.write_text(yaml.safe_dump(settings))
+    results = tmp_path / "results"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvswarm.cli", "locust", "-f", str(REPO / "locustfiles"),
+         "--web-host", "127.0.0.1", "--web-port", str(port), "--host", sim.base_url,
+         "--kv-config", str(config), "--kv-results", str(results), "--kv-exporter-port", "0",
+         "--class-picker"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    driver = chromium()
+    try:
+        wait_for(base + "/")
+        pick_scenarios_with_weights(driver, base, {"BatchProcessingUser": 3, "ColdStartUser": 1})
+        driver.find_element(By.XPATH, "//button[normalize-space()='kvswarm']").click()
+        running_rows(driver)
+        # Every user spawned (its first request then in flight at least: in requests.csv).
+        deadline = time.monotonic() + 30
+        while get_json(base + "/stats/requests")["user_count"] < 8:
+            assert time.monotonic() < deadline, "the 8 users never all spawned"
+            time.sleep(0.2)
+        time.sleep(0.5)
+        post(base + "/stop", {})
+        (run,) = wait_for_runs(results)
+        wait_for_status(run)
+    finally:
+        driver.quit()
+        process.terminate()
+        process.communicate(timeout=30)
+    with open(run / "requests.csv", newline="") as handle:
+        requests = list(csv.DictReader(handle))
+    users = {s: {r["user_id"] for r in requests if r["scenario"] == s} for s in SCENARIOS}
+    # 8 users at weights 3:1; only the picked scenarios ran.
+    assert {s: len(ids) for s, ids in users.items()} == {"batch_processing": 6, "cold_start": 2}
+    assert {r["scenario"] for r in requests} == set(SCENARIOS)
+
+
+def wait_for_runs(results: Path, timeout_s: float = 30) -> list[Path]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if results.exists() and (runs := run_dirs(results)):
+            return runs
+        time.sleep(0.2)
+    raise AssertionError(f"no run directory appeared in {results}")
+
+
 class _KvswarmTable(html.parser.HTMLParser):
     """The cells of the kvswarm section's table in an HTML page."""
 
