@@ -226,6 +226,75 @@ def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
     assert meta["locust"]["users"] == 4
 
 
+def test_a_masters_kvswarm_tab_covers_every_worker(
+    sim: StackProcess, config: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    results = tmp_path / "results"
+    port, master_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    common = ["-f", str(REPO / "locustfiles"), "--kv-config", str(config), *CLASSES]
+    master = subprocess.Popen(
+        [sys.executable, "-m", "kvswarm.cli", "locust", *common, "--master",
+         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
+         "--web-host", "127.0.0.1", "--web-port", str(port), "--host", sim.base_url,
+         "--kv-results", str(results), "--kv-exporter-port", "0"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kvswarm.cli",
+                "locust",
+                *common,
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(master_port),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    driver = chromium()
+    try:
+        wait_for(base + "/")
+        deadline = time.monotonic() + 60
+        while get_json(base + "/worker-count")["worker_count"] < 2:
+            assert time.monotonic() < deadline, "the 2 workers never connected"
+            time.sleep(0.2)
+        start_from_the_form(driver, base)
+        driver.find_element(By.XPATH, "//button[normalize-space()='kvswarm']").click()
+        while_running = running_rows(driver)
+        post(base + "/stop", {})
+        run = results / "from-the-form"
+        wait_for_status(run)
+        driver.get(base + "/?tab=kvswarm")
+        rows = running_rows(driver)
+    finally:
+        driver.quit()
+        for process in [master, *workers]:
+            process.terminate()
+        for process in [master, *workers]:
+            process.communicate(timeout=30)
+    with open(run / "requests.csv", newline="") as handle:
+        requests = list(csv.DictReader(handle))
+    worker_ids = {r["worker_id"] for r in requests}
+    assert len(worker_ids) == 2
+    # While the test ran, the load generators row had the master's CPU and each worker's.
+    detail = while_running["load generators"]["detail"]
+    assert all(f"{name} " in detail for name in ("master", *worker_ids)), detail
+    finished = [r for r in requests if r["failure"] != "cancelled"]
+    # After the stop, the master's tab counts every worker's requests, as requests.csv does.
+    assert sum(int(rows[s]["requests"]) for s in SCENARIOS) == len(finished)
+
+
 def pick_scenarios_with_weights(driver: Any, base: str, weights: dict[str, int]) -> None:
     """Locust's class picker (`--class-picker`): untick every class, tick the given ones,
     set each one's weight in its settings dialog, then fill the form and press START."""
