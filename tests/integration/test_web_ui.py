@@ -98,6 +98,9 @@ def start_from_the_form(driver: Any, base: str) -> None:
     Select(driver.find_element(By.NAME, "kvEndpoint")).select_by_value("completions")
     Select(driver.find_element(By.NAME, "kvMode")).select_by_value("pd_disaggregated")
     driver.find_element(By.NAME, "kvRunId").send_keys("from-the-form")
+    # A load plan: open loop, Poisson arrivals at 12 requests/s for the fleet.
+    Select(driver.find_element(By.NAME, "kvArrival")).select_by_value("poisson")
+    driver.find_element(By.NAME, "kvRate").send_keys("12")
     driver.find_element(By.XPATH, "//button[@type='submit']").click()
 
 
@@ -223,6 +226,10 @@ def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
     assert meta["options"]["endpoint"] == "completions"
     assert meta["mode"] == "pd_disaggregated"
     assert meta["options"]["run_id"] == "from-the-form"
+    assert meta["options"]["arrival"]["kind"] == "poisson"
+    assert meta["options"]["arrival"]["rate_per_s"] == 12.0
+    # Open loop: every request went on the schedule.
+    assert all(r["scheduled_unix_s"] for r in requests)
     assert meta["locust"]["users"] == 4
 
 
