@@ -24,6 +24,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -167,15 +168,69 @@ def counter_table(tables: list[RunTable]) -> list[str]:
     return lines
 
 
+def repeats_table(rounds: list[list[RunTable]]) -> list[str]:
+    """Each configuration's key figures in every round (`a / b / c`): how far they move."""
+    by_config: dict[tuple[str, int, bool], list[RunTable]] = {}
+    for tables in rounds:
+        for t in tables:
+            by_config.setdefault((t.scenario, t.slots, t.cache_ram), []).append(t)
+    lines = [
+        "| scenario | slots | --cache-ram | gap p50 (ms) | gap p99 (ms) | gap > 1 s |"
+        " cached share (designed) | output tokens − tokens_predicted_total |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for t0 in _ordered([ts[0] for ts in by_config.values()]):
+        ts = by_config[(t0.scenario, t0.slots, t0.cache_ram)]
+
+        def each(cell: Any, ts: list[RunTable] = ts) -> str:
+            return " / ".join(cell(t) for t in ts)
+
+        lines.append(
+            f"| {t0.scenario} | {t0.slots} | {ram(t0)} | {each(lambda t: median(t.gap_ms))} | "
+            f"{each(lambda t: pct(t.gap_ms, 99))} | {each(_stalls)} | "
+            f"{each(_cached)} ({each(_designed)}) | {each(_predicted_difference)} |"
+        )
+    return lines
+
+
+def _stalls(t: RunTable) -> str:
+    return str(int((t.gap_ms > STALL_MS).sum()))
+
+
+def _cached(t: RunTable) -> str:
+    return f"{t.cached_share:.1%}"
+
+
+def _designed(t: RunTable) -> str:
+    return f"{t.designed_share:.1%}"
+
+
+def _predicted_difference(t: RunTable) -> str:
+    if t.counter_predicted is None:
+        return "—"
+    return f"{t.output_tokens - t.counter_predicted:+.0f}"
+
+
+def _ordered(tables: list[RunTable]) -> list[RunTable]:
+    order = {"long_context_high_reuse": 0, "code_generation": 1, "multi_turn_conversation": 2}
+    order |= {"batch_processing": 3, "cold_start": 4}
+    return sorted(tables, key=lambda t: (-t.slots, order.get(t.scenario, 9), not t.cache_ram))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="folders holding run folders")
+    parser.add_argument(
+        "--rounds", action="store_true",
+        help="each folder is one round of the same runs: one table of every round's figures",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.rounds:
+        rounds = [[load_run(p.parent) for p in root.glob("*/bench.json")] for root in args.runs]
+        print("\n".join(repeats_table(rounds)))
+        return
     folders = [p.parent for root in args.runs for p in root.glob("*/bench.json")]
-    tables = [load_run(folder) for folder in folders]
-    order = {"long_context_high_reuse": 0, "code_generation": 1, "multi_turn_conversation": 2}
-    order |= {"batch_processing": 3, "cold_start": 4}
-    tables.sort(key=lambda t: (-t.slots, order.get(t.scenario, 9), not t.cache_ram))
+    tables = _ordered([load_run(folder) for folder in folders])
     for title, lines in (
         ("Client TTFT against the engine's prompt_ms (ms)", gap_table(tables)),
         ("Cache hits against the design", cache_table(tables)),
