@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +14,9 @@ import pytest
 from tests.support.liveruns import read_rows
 from tests.support.processes import (
     REPO,
-    free_port,
     load_requests,
     run_dirs,
+    run_fleet,
     run_locust,
     start_stream_server,
 )
@@ -97,48 +94,13 @@ def run_replay(
 ) -> Path:
     """`locust ... ReplayUser` with `users` users, standalone or a master with `workers`
     workers; the run directory."""
-    port = free_port()
     common = ["-f", str(REPO / "locustfiles"), "--kv-config", str(config)]
-    fleet = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                *common,
-                "--worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(port),
-            ],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(workers)
-    ]
-    master = (
-        ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-         "--expect-workers", str(workers)] if workers else []
-    )  # fmt: skip
-    try:
-        completed = run_locust(
-            [
-                *common, "ReplayUser", "--headless", *master, "-u", str(users), "-r", str(users),
-                "-t", f"{seconds}s", "--host", server.url,
-                "--kv-results", str(tmp_path / "results"),
-            ],
-            cwd=tmp_path,
-            timeout_s=120 + seconds,
-        )  # fmt: skip
-    finally:
-        for worker in fleet:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+    args = ["ReplayUser", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
+            "--host", server.url, "--kv-results", str(tmp_path / "results")]  # fmt: skip
+    if workers:
+        completed = run_fleet(common, args, tmp_path, workers)
+    else:
+        completed = run_locust([*common, "--headless", *args], cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     (run,) = run_dirs(tmp_path / "results")
     return run

@@ -27,7 +27,7 @@ from kvswarm.sim.stack import StackProcess
 from tests.integration.test_locust_plugin import post, wait_for, wait_for_status
 from tests.integration.test_sim_http import FAST
 from tests.support.liveruns import scrape
-from tests.support.processes import REPO, free_port, run_dirs, run_locust
+from tests.support.processes import REPO, free_port, run_dirs, run_locust, start_locust
 
 # The README's screenshot is remade with KVSWARM_SCREENSHOT_DIR=docs/images; otherwise
 # the test's own directory keeps it (a test run leaves the repository as it was).
@@ -250,23 +250,10 @@ def test_a_masters_kvswarm_tab_covers_every_worker(
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kvswarm.cli",
-                "locust",
-                *common,
-                "--worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(master_port),
-            ],
+        start_locust(
+            [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)],
             cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     driver = chromium()
