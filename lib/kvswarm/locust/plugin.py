@@ -42,7 +42,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import gevent
 import locust
@@ -53,6 +53,9 @@ from kvswarm.config import Config, redacted
 from kvswarm.engines import EngineProfile, detect_engine, engine_profile
 from kvswarm.errors import ConfigError, KvswarmError
 from kvswarm.live import LiveLatency
+
+if TYPE_CHECKING:
+    from kvswarm.analysis.runs import Run
 
 # The module, not its names: it may be half-imported here (a locustfile that imports
 # kvswarm.locust.scenarios first reaches this module through LLMUser's).
@@ -614,9 +617,8 @@ class KvswarmPlugin:
         status, reason = self._ending or ("finished", "")
         run.finish(status=status, reason=reason, load_ended_unix_s=load_ended)
         self.run = None
-        if any(s.type == "trace" for s in self.settings.config.scenarios.values()):
-            write_replay(run)
-        self.summary_text = write_summary(run.path)
+        replay = any(s.type == "trace" for s in self.settings.config.scenarios.values())
+        self.summary_text = write_summary(run, replay=replay)
 
     def _on_quitting(self, environment: Environment, **_kwargs: Any) -> None:
         if self.run is not None and self._ending is None:
@@ -725,31 +727,36 @@ def select_by_tags(environment: Environment) -> None:
     environment.user_classes[:] = others + keep
 
 
-def write_summary(run_path: Path) -> str:
-    """Compute the exact summary from the run's files and write summary.txt."""
+def write_summary(run_dir: RunDirectory, *, replay: bool = False) -> str:
+    """Compute the exact summary from the run's files and write summary.txt; with
+    `replay`, first run.json's `replay` section (the run's files are read once for both)."""
     # The analysis package imports pandas: loaded here, at the end of a run, not on every
     # worker's start.
     from kvswarm.analysis.runs import load_run
     from kvswarm.analysis.summary import format_summary, summarize
 
-    run = load_run(run_path)
-    text = format_summary(summarize(run), str(run_path), run)
-    (run_path / SUMMARY_TXT).write_text(text, encoding="utf-8")
+    run = load_run(run_dir.path)
+    if replay:
+        run = _with_replay(run_dir, run)
+    text = format_summary(summarize(run), str(run_dir.path), run)
+    (run_dir.path / SUMMARY_TXT).write_text(text, encoding="utf-8")
     return text
 
 
-def write_replay(run: RunDirectory) -> None:
-    """run.json's `replay`: each trace scenario's replay held against its trace."""
+def _with_replay(run_dir: RunDirectory, run: Run) -> Run:
+    """run.json's `replay`: each trace scenario's replay held against its trace; the run
+    with it."""
     from kvswarm.analysis.replay import replay_sections
-    from kvswarm.analysis.runs import load_run
 
     try:
-        sections = replay_sections(load_run(run.path))
+        sections = replay_sections(run)
     except KvswarmError as exc:
         print(f"kvswarm: the replay was not checked against its trace: {exc}", file=sys.stderr)
-        return
-    if sections:
-        run.update(replay=sections)
+        return run
+    if not sections:
+        return run
+    run_dir.update(replay=sections)
+    return dataclasses.replace(run, record=run_dir.record)
 
 
 def _warmup(config: Config) -> float:
