@@ -70,15 +70,16 @@ class LLMUser(User):
         config = settings.config
         generation = config.generation
         request_id = f"{kv.worker_id}-{self.user_id}-{next(self._sequence)}"
+        max_tokens = max_tokens or config.max_tokens
         extra: dict[str, Any] = {"temperature": generation.temperature}
         if generation.ignore_eos:
             extra["ignore_eos"] = True
         if exact_output and kv.engine.min_tokens:
-            extra["min_tokens"] = max_tokens or config.max_tokens
+            extra["min_tokens"] = max_tokens
         request = CompletionRequest(
             endpoint=settings.endpoint,
             model=config.model_name,
-            max_tokens=max_tokens or config.max_tokens,
+            max_tokens=max_tokens,
             messages=messages,
             prompt=prompt or ("" if settings.endpoint == "chat" else _flatten(messages)),
             stream=generation.stream,
