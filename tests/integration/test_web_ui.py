@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,13 +25,14 @@ from kvswarm.sim import SimOptions, spawn_stack
 from kvswarm.sim.stack import StackProcess
 from tests.integration.test_locust_plugin import post, wait_for, wait_for_status
 from tests.integration.test_sim_http import FAST
-from tests.support.liveruns import scrape
-from tests.support.processes import REPO, free_port, run_dirs, run_locust, start_locust
+from tests.support.liveruns import kvswarm_locust, scrape, stop, wait_for_run_to_close
+from tests.support.processes import REPO, free_port, run_dirs, run_locust
 
 # The README's screenshot is remade with KVSWARM_SCREENSHOT_DIR=docs/images; otherwise
 # the test's own directory keeps it (a test run leaves the repository as it was).
 SCREENSHOT_NAME = "web-ui-kvswarm-tab.png"
 CHARTS_SCREENSHOT_NAME = "web-ui-kvswarm-charts.png"
+LOCUST_LOG = "locust.log"
 CLASSES = ("ColdStartUser", "BatchProcessingUser")
 SCENARIOS = ("batch_processing", "cold_start")
 
@@ -150,21 +150,39 @@ def get_json(url: str) -> Any:
         return json.loads(reply.read())
 
 
+def start_web_ui(tmp_path: Path, args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`kvswarm locust -f locustfiles ARGS` with the web UI on a free loopback port, its
+    output in `tmp_path/locust.log`; the process and the UI's base URL."""
+    port = free_port()
+    process = kvswarm_locust(
+        ["-f", str(REPO / "locustfiles"), "--web-host", "127.0.0.1", "--web-port", str(port),
+         *args],
+        tmp_path,
+        tmp_path / LOCUST_LOG,
+    )  # fmt: skip
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_for_count(url: str, key: str, count: int, timeout_s: float = 60) -> None:
+    """Poll a JSON page of the web UI until its `key` reaches `count`."""
+    deadline = time.monotonic() + timeout_s
+    while get_json(url)[key] < count:
+        assert time.monotonic() < deadline, f"{url} never had {key} {count}"
+        time.sleep(0.2)
+
+
 def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
     sim: StackProcess, config: Path, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
     results = tmp_path / "results"
-    port, exporter_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kvswarm.cli", "locust", "-f", str(REPO / "locustfiles"),
-         "--web-host", "127.0.0.1", "--web-port", str(port), "--host", sim.base_url,
-         "--kv-config", str(config), "--kv-results", str(results),
+    exporter_port = free_port()
+    process, base = start_web_ui(
+        tmp_path,
+        ["--host", sim.base_url, "--kv-config", str(config), "--kv-results", str(results),
          "--kv-server-sample-interval", "0.5", "--kv-exporter-port", str(exporter_port),
          *CLASSES],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     driver = chromium()
     try:
@@ -195,8 +213,7 @@ def test_the_kvswarm_tab_shows_every_scenario_as_the_live_view_does(
         exported = scrape(f"http://127.0.0.1:{exporter_port}/metrics")
     finally:
         driver.quit()
-        process.terminate()
-        process.communicate(timeout=30)
+        stop(process)
     for scenario in SCENARIOS:
         for metric in ("ttft", "tpot", "itl", "e2e"):
             entry = live["percentiles_ms"][scenario][metric]
@@ -239,30 +256,35 @@ def test_a_masters_kvswarm_tab_covers_every_worker(
     from selenium.webdriver.common.by import By
 
     results = tmp_path / "results"
-    port, master_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{port}"
-    common = ["-f", str(REPO / "locustfiles"), "--kv-config", str(config), *CLASSES]
-    master = subprocess.Popen(
-        [sys.executable, "-m", "kvswarm.cli", "locust", *common, "--master",
-         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
-         "--web-host", "127.0.0.1", "--web-port", str(port), "--host", sim.base_url,
-         "--kv-results", str(results), "--kv-exporter-port", "0"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    master_port = free_port()
+    common = ["--kv-config", str(config), *CLASSES]
+    master, base = start_web_ui(
+        tmp_path,
+        [*common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
+         str(master_port), "--host", sim.base_url, "--kv-results", str(results),
+         "--kv-exporter-port", "0"],
     )  # fmt: skip
     workers = [
-        start_locust(
-            [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)],
-            cwd=tmp_path,
-        )
-        for _ in range(2)
+        kvswarm_locust(
+            [
+                "-f",
+                str(REPO / "locustfiles"),
+                *common,
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(master_port),
+            ],
+            tmp_path,
+            tmp_path / f"worker-{n}.log",
+        )  # fmt: skip
+        for n in range(2)
     ]
     driver = chromium()
     try:
         wait_for(base + "/")
-        deadline = time.monotonic() + 60
-        while get_json(base + "/worker-count")["worker_count"] < 2:
-            assert time.monotonic() < deadline, "the 2 workers never connected"
-            time.sleep(0.2)
+        wait_for_count(base + "/worker-count", "worker_count", 2)
         start_from_the_form(driver, base)
         driver.find_element(By.XPATH, "//button[normalize-space()='kvswarm']").click()
         while_running = running_rows(driver)
@@ -274,9 +296,7 @@ def test_a_masters_kvswarm_tab_covers_every_worker(
     finally:
         driver.quit()
         for process in [master, *workers]:
-            process.terminate()
-        for process in [master, *workers]:
-            process.communicate(timeout=30)
+            stop(process)
     with open(run / "requests.csv", newline="") as handle:
         requests = list(csv.DictReader(handle))
     worker_ids = {r["worker_id"] for r in requests}
@@ -327,14 +347,10 @@ def test_scenarios_and_their_weights_picked_in_the_form_decide_the_users(
     settings["target"]["max_model_len"] = 40_000
     config.write_text(yaml.safe_dump(settings))
     results = tmp_path / "results"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kvswarm.cli", "locust", "-f", str(REPO / "locustfiles"),
-         "--web-host", "127.0.0.1", "--web-port", str(port), "--host", sim.base_url,
-         "--kv-config", str(config), "--kv-results", str(results), "--kv-exporter-port", "0",
-         "--class-picker"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    process, base = start_web_ui(
+        tmp_path,
+        ["--host", sim.base_url, "--kv-config", str(config), "--kv-results", str(results),
+         "--kv-exporter-port", "0", "--class-picker"],
     )  # fmt: skip
     driver = chromium()
     try:
@@ -343,33 +359,19 @@ def test_scenarios_and_their_weights_picked_in_the_form_decide_the_users(
         driver.find_element(By.XPATH, "//button[normalize-space()='kvswarm']").click()
         running_rows(driver)
         # Every user spawned (its first request then in flight at least: in requests.csv).
-        deadline = time.monotonic() + 30
-        while get_json(base + "/stats/requests")["user_count"] < 8:
-            assert time.monotonic() < deadline, "the 8 users never all spawned"
-            time.sleep(0.2)
+        wait_for_count(base + "/stats/requests", "user_count", 8)
         time.sleep(0.5)
         post(base + "/stop", {})
-        (run,) = wait_for_runs(results)
-        wait_for_status(run)
+        run = wait_for_run_to_close(results, [tmp_path / LOCUST_LOG])
     finally:
         driver.quit()
-        process.terminate()
-        process.communicate(timeout=30)
+        stop(process)
     with open(run / "requests.csv", newline="") as handle:
         requests = list(csv.DictReader(handle))
     users = {s: {r["user_id"] for r in requests if r["scenario"] == s} for s in SCENARIOS}
     # 8 users at weights 3:1; only the picked scenarios ran.
     assert {s: len(ids) for s, ids in users.items()} == {"batch_processing": 6, "cold_start": 2}
     assert {r["scenario"] for r in requests} == set(SCENARIOS)
-
-
-def wait_for_runs(results: Path, timeout_s: float = 30) -> list[Path]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if results.exists() and (runs := run_dirs(results)):
-            return runs
-        time.sleep(0.2)
-    raise AssertionError(f"no run directory appeared in {results}")
 
 
 class _KvswarmTable(html.parser.HTMLParser):
