@@ -15,6 +15,7 @@ on every machine, and it is cached under `<cache>/models/` by a digest of the sp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -182,7 +183,15 @@ def _corpus(spec: TinyModelSpec) -> Iterator[str]:
     The workload half makes the prompts kvswarm sends tokenize like real text (about a
     token per common word); the made-up half gives the vocabulary pieces for anything else.
     """
-    kinds = (text.prose, text.code, text.instructions, text.opener, text.user_turn)
+    # Every sentence generated afresh (user turns unbanked): a tokenizer trained on the
+    # sentence bank's repeats would learn them as pieces.
+    kinds = (
+        text.prose,
+        text.code,
+        text.instructions,
+        text.opener,
+        functools.partial(text.user_turn, banked=False),
+    )
     share = spec.corpus_chars // (2 * len(kinds))
     for index, kind in enumerate(kinds):
         yield from _take_chars(kind(text.seeded("tinymodel", spec.seed, index)), share)

@@ -38,6 +38,7 @@ from kvswarm.workloads import (
     make_workload,
     merge_stats,
     shared_material,
+    text,
 )
 from kvswarm.workloads.pool import SharedMaterial
 from kvswarm.workloads.request import PromptRequest
@@ -266,6 +267,7 @@ class ScenarioSetup:
         material.fitter.pause = self.drafts.pause
         if isinstance(plugin.environment.runner, WorkerRunner):
             material.seen.on_first_use = self._announce_first_use
+        text.sentence_bank()  # ~20 ms, now rather than in a user's first draft
         for cls in classes:
             # Builds the scenario's shared pool now, before any user sends.
             self._build(cls.scenario, user_id=0).prepare()

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from kvswarm.config import ScenarioConfig
 from kvswarm.tokens import TextFitter, TokenSizer
-from kvswarm.workloads.text import seeded
+from kvswarm.workloads.bank import CountedBank
+from kvswarm.workloads.text import seeded, sentence_bank
 
 __all__ = [
     "PoolItem",
@@ -155,6 +156,24 @@ class SharedMaterial:
         self.seen = SeenPrefixes()
         self._pools: dict[tuple[object, ...], PrefixPool] = {}
         self._joints: dict[tuple[str, str, str], int] = {}
+        self._texts: dict[str, int] = {}
+        self._bank: CountedBank | None = None
+        self._bank_counted = False
+
+    def counted_bank(self) -> CountedBank | None:
+        """The sentence bank counted by this sizer (once per process: ~1,000 counts), or
+        None where its counts do not add up (see `kvswarm.workloads.bank`)."""
+        if not self._bank_counted:
+            self._bank = CountedBank.counted(self.sizer, sentence_bank())
+            self._bank_counted = True
+        return self._bank
+
+    def text_tokens(self, text: str) -> int:
+        """A fixed text (a request's standing words) counted by the sizer, once per process."""
+        tokens = self._texts.get(text)
+        if tokens is None:
+            tokens = self._texts[text] = self.sizer.count(text)
+        return tokens
 
     def joint_tokens(self, text: str, left: str, right: str) -> int:
         """The tokens `text` adds between `left` and `right`, counted once per process.

@@ -14,6 +14,7 @@ numbers, identifiers, indentation); it does not have to make sense.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Iterator
@@ -176,11 +177,18 @@ class _Words:
     keeps returning to its subject; the rest from the whole vocabulary.
     """
 
-    def __init__(self, rng: random.Random, topic_size: int = 12) -> None:
+    def __init__(self, rng: random.Random, topic_size: int = 12, *, banked: bool = False) -> None:
         self.rng = rng
         self.topic = rng.sample(_NOUNS, topic_size)
         self.people = [f"{rng.choice(_FIRST_NAMES)} {rng.choice(_LAST_NAMES)}" for _ in range(4)]
         self.org = f"{rng.choice(_ORG_PARTS)} {rng.choice(_ORG_KINDS)}"
+        self._bank = sentence_bank() if banked else None
+
+    def sentence(self) -> str:
+        """A sentence: drawn from the bank when the stream is banked, else generated."""
+        if self._bank is not None:
+            return self.rng.choice(self._bank)
+        return _sentence(self)
 
     def noun(self) -> str:
         rng = self.rng
@@ -289,12 +297,44 @@ def _sentence(w: _Words) -> str:
 def _paragraph(w: _Words) -> Iterator[str]:
     count = w.rng.randint(3, 7)
     for i in range(count):
-        yield _sentence(w) + ("\n\n" if i == count - 1 else " ")
+        yield w.sentence() + ("\n\n" if i == count - 1 else " ")
 
 
-def prose(rng: random.Random) -> Iterator[str]:
-    """A long document: a title, then numbered sections of paragraphs, without end."""
-    w = _Words(rng)
+# --- the sentence bank: request-unique text at one random draw per sentence -------------------
+
+BANK_TOPICS = 16
+BANK_SENTENCES_PER_TOPIC = 64
+
+
+@functools.cache
+def sentence_bank() -> tuple[str, ...]:
+    """1,024 sentences on 16 topics, generated once per process (the same in every one).
+
+    Generating a sentence takes ~20 random draws and an f-string; a 4,000-token unique
+    prompt generated word by word cost ~1 ms of CPU per request on the load generator's
+    event loop. The generators of request-unique text (`banked=True`) draw whole sentences
+    from here instead. What makes a prompt unique to a KV cache is its start: kvswarm's
+    request tag comes first, and prefix caches (vLLM's blocks, LMCache's chunks, SGLang's
+    radix tree) chain every block's key to the blocks before it, so no later block of the
+    prompt can hit. Drawn at random from 1,024, the same run of sentences long enough to
+    fill a 256-token chunk does not come back, so caches that match chunks anywhere
+    (llama.cpp's `--cache-reuse`) find nothing either. Shared prefixes and trace blocks are
+    still generated word by word: they must not repeat anything of each other.
+    `kvswarm.workloads.bank` counts the bank once, so cold-start prompts need no count.
+    """
+    rng = seeded("kvswarm", "sentence bank")
+    bank: list[str] = []
+    for _ in range(BANK_TOPICS):
+        w = _Words(rng)
+        bank.extend(_sentence(w) for _ in range(BANK_SENTENCES_PER_TOPIC))
+    return tuple(bank)
+
+
+def prose(rng: random.Random, *, banked: bool = False) -> Iterator[str]:
+    """A long document: a title, then numbered sections of paragraphs, without end.
+
+    `banked`: its sentences are drawn from `sentence_bank()` (for request-unique text)."""
+    w = _Words(rng, banked=banked)
     title = f"{w.org} {rng.choice(_DOC_KINDS)}: {w.adj().capitalize()} {w.noun().capitalize()}"
     yield f"# {title}\n\n"
     yield f"Prepared by {w.person()} and {w.person()}, {w.place()}, {w.date()}.\n\n"
@@ -503,12 +543,15 @@ def opener(rng: random.Random) -> Iterator[str]:
 
 def _elaboration(w: _Words) -> Iterator[str]:
     while True:
-        yield " " + _sentence(w)
+        yield " " + w.sentence()
+
+
+# The request-unique generators draw their sentences from the bank (`sentence_bank`).
 
 
 def question(rng: random.Random) -> Iterator[str]:
     """A question about a document, then ever more context for it."""
-    w = _Words(rng, topic_size=4)
+    w = _Words(rng, topic_size=4, banked=True)
     roll = rng.random()
     if roll < 0.3:
         yield f"What does the document say about {w.phrase()} in {w.place()}?"
@@ -523,7 +566,7 @@ def question(rng: random.Random) -> Iterator[str]:
 
 def coding_request(rng: random.Random) -> Iterator[str]:
     """A coding assistant request about the codebase, then ever more detail."""
-    w = _Words(rng, topic_size=4)
+    w = _Words(rng, topic_size=4, banked=True)
     roll = rng.random()
     if roll < 0.3:
         yield f"Add a function `{_func_name(w)}` that {w.verb(1)} {w.phrase()}."
@@ -538,15 +581,15 @@ def coding_request(rng: random.Random) -> Iterator[str]:
 
 def batch_input(rng: random.Random) -> Iterator[str]:
     """The input of one batch job (a passage to translate or summarise), without end."""
-    w = _Words(rng, topic_size=6)
+    w = _Words(rng, topic_size=6, banked=True)
     yield "Input:\n"
     while True:
         yield from _paragraph(w)
 
 
-def user_turn(rng: random.Random) -> Iterator[str]:
-    """A chat user's message, then ever more detail."""
-    w = _Words(rng, topic_size=4)
+def user_turn(rng: random.Random, *, banked: bool = True) -> Iterator[str]:
+    """A chat user's message, then ever more detail (`banked=False`: every sentence new)."""
+    w = _Words(rng, topic_size=4, banked=banked)
     roll = rng.random()
     if roll < 0.35:
         yield f"Hi, how can I {w.verb(0)} {w.phrase()} for my {w.noun()}?"
@@ -557,10 +600,13 @@ def user_turn(rng: random.Random) -> Iterator[str]:
     yield from _elaboration(w)
 
 
+REPORT_REQUEST = "Summarise the following report in five sentences.\n\n"
+
+
 def report_request(rng: random.Random) -> Iterator[str]:
     """A self-contained request: summarise the report that follows (cold start)."""
-    yield "Summarise the following report in five sentences.\n\n"
-    yield from prose(rng)
+    yield REPORT_REQUEST
+    yield from prose(rng, banked=True)
 
 
 def seeded(*parts: object) -> random.Random:
