@@ -39,6 +39,16 @@ that burns N µs of CPU per record, to push it past its ceiling on purpose.
     .venv/bin/python bench/bench_locust.py --ceiling --rates 2000 4000 8000 --exporter
     .venv/bin/python bench/bench_locust.py --ceiling --rates 4000 --sink-us 400
 
+`--rounds N` runs every case N times, round after round, and adds a table of medians: each
+ratio (to the loop, to the fixed prompt) and each TTFT difference is taken within a round,
+then its median over the rounds, since a shared machine drifts between one case and the
+next. `--tpot-ms` sets the server's TPOT: at 200 users, 40 ms streams as many tokens per
+second as 50 users at 10 ms, which a 2-core machine's server and load generator can keep.
+
+    .venv/bin/python bench/bench_locust.py --users 50 --rounds 3
+    .venv/bin/python bench/bench_locust.py --users 200 --tpot-ms 40 --scenarios --no-fleet \
+        --no-fixed-long --rounds 3
+
 `--kvswarm-lib DIR` runs the Locust processes with another kvswarm (a `lib/` folder of an
 older commit, e.g. from `git archive`) first on PYTHONPATH, for before/after figures.
 """
@@ -48,6 +58,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import socket
@@ -56,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,7 +263,11 @@ def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> 
     workdir = base / f"{case.name}-u{case.users}-{'pinned' if pinned else 'unpinned'}"
     workdir.mkdir()
     server = start_stream_server(
-        workdir, ttft_ms=TTFT_MS, tpot_ms=TPOT_MS, core=0 if pinned else None, tokens=args.tokens
+        workdir,
+        ttft_ms=TTFT_MS,
+        tpot_ms=args.tpot_ms,
+        core=0 if pinned else None,
+        tokens=args.tokens,
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **QUIET}
     if args.kvswarm_lib:
@@ -284,7 +300,7 @@ def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> 
         server.stop()
     ttfts, failed = client_ttfts(case, workdir, results)
     served = server.log()
-    tokens = tokens_in(served, window_start, window_end)
+    tokens = tokens_in(served, window_start, window_end, args.tpot_ms)
     truth = {entry["request_id"]: entry for entry in served}
     errors = [
         (ttft - (truth[rid]["first_write"] - truth[rid]["received"])) * 1000.0
@@ -394,9 +410,9 @@ def client_ttfts(case: Case, workdir: Path, results: Path) -> tuple[dict[str, fl
     return ok, failed
 
 
-def tokens_in(served: list[dict], start: float, end: float) -> int:
+def tokens_in(served: list[dict], start: float, end: float, tpot_ms: float = TPOT_MS) -> int:
     """Tokens the server wrote in [start, end): token i at first_write + i x TPOT."""
-    tpot = TPOT_MS / 1000.0
+    tpot = tpot_ms / 1000.0
     total = 0
     for entry in served:
         first, last = entry.get("first_write"), entry.get("last_write")
@@ -454,13 +470,63 @@ def run_cases(args: argparse.Namespace, base: Path) -> None:
         "| master / one worker CPU |"
     )
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    loop: dict[tuple[int, bool], Outcome] = {}
-    for pinned in args.pinning:
-        for case in cases(args, base):
-            outcome = run_case(case, pinned, args, base)
-            if case.kind == "loop":
-                loop[(case.users, pinned)] = outcome
-            print_row(outcome, loop)
+    rounds: list[list[Outcome]] = []
+    for number in range(args.rounds):
+        where = base / f"round-{number + 1}" if args.rounds > 1 else base
+        where.mkdir(exist_ok=True)
+        loop: dict[tuple[int, bool], Outcome] = {}
+        outcomes: list[Outcome] = []
+        for pinned in args.pinning:
+            for case in cases(args, where):
+                outcome = run_case(case, pinned, args, where)
+                if case.kind == "loop":
+                    loop[(case.users, pinned)] = outcome
+                print_row(outcome, loop)
+                outcomes.append(outcome)
+        rounds.append(outcomes)
+    if args.rounds > 1:
+        print_medians(rounds)
+
+
+def print_medians(rounds: list[list[Outcome]]) -> None:
+    """Each case's median over the rounds; ratios and differences are taken within a round
+    (against the loop and the fixed prompt of the same round) and then their median, so a
+    machine that drifts between rounds moves both sides of each ratio together."""
+    print(
+        f"\nMedians over {len(rounds)} rounds (ratios and differences within each round):\n\n"
+        "| case | users | pinning | µs CPU/token | ratio to loop | ratio to fixed "
+        "| TTFT err p50 ms | p99 ms | p99 − fixed's p99 ms |"
+    )
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    per_case: dict[tuple[str, int, bool], list[tuple[Outcome, Outcome | None, Outcome | None]]]
+    per_case = {}
+    for outcomes in rounds:
+        by_key = {(o.case.name, o.case.users, o.pinned): o for o in outcomes}
+        for o in outcomes:
+            loop = by_key.get(("loop", o.case.users, o.pinned))
+            fixed = by_key.get(("fixed", o.case.users, o.pinned))
+            per_case.setdefault((o.case.name, o.case.users, o.pinned), []).append((o, loop, fixed))
+    for (name, users, pinned), entries in per_case.items():
+        us = statistics.median(o.us_per_token for o, _, _ in entries)
+        to_loop = _median_of(o.us_per_token / lo.us_per_token for o, lo, _ in entries if lo)
+        to_fixed = _median_of(o.us_per_token / f.us_per_token for o, _, f in entries if f)
+        p50 = statistics.median(statistics.median(o.errors_ms or [math.nan]) for o, _, _ in entries)
+        p99 = statistics.median(percentile(o.errors_ms or [math.nan], 0.99) for o, _, _ in entries)
+        over = _median_of(
+            percentile(o.errors_ms, 0.99) - percentile(f.errors_ms, 0.99)
+            for o, _, f in entries
+            if f and o.errors_ms and f.errors_ms
+        )
+        print(
+            f"| {name} | {users} | {'pinned' if pinned else 'unpinned'} | {us:.1f} "
+            f"| {to_loop} | {to_fixed} | {p50:.2f} | {p99:.2f} | {over} |",
+            flush=True,
+        )
+
+
+def _median_of(values: Iterable[float]) -> str:
+    values = list(values)
+    return f"{statistics.median(values):.2f}" if values else "-"
 
 
 # --- the master's ceiling -------------------------------------------------------------
@@ -569,8 +635,16 @@ def main() -> None:
         "--pinning", nargs="+", default=["unpinned", "pinned"], choices=["unpinned", "pinned"]
     )
     parser.add_argument("--seconds", type=float, default=14.0, help="run time of each case")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="run every case this many times, round after round, and add a table of medians",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=float, default=4.0, help="left out of the window")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
+    parser.add_argument(
+        "--tpot-ms", type=float, default=TPOT_MS,
+        help="the server's time per output token (e.g. 40 at 200 users: 50 users' token rate)",
+    )  # fmt: skip
     parser.add_argument("--kvswarm-lib", default="", help="another kvswarm's lib/ folder")
     parser.add_argument("--ceiling", action="store_true", help="measure the master's ceiling")
     parser.add_argument("--rates", type=int, nargs="+", default=[2000, 4000, 8000])
@@ -584,7 +658,7 @@ def main() -> None:
     args = parser.parse_args()
     args.pinning = [p == "pinned" for p in args.pinning]
     print(
-        f"{os.cpu_count()} cores; server TTFT {TTFT_MS:g} ms, TPOT {TPOT_MS:g} ms, "
+        f"{os.cpu_count()} cores; server TTFT {TTFT_MS:g} ms, TPOT {args.tpot_ms:g} ms, "
         f"{args.tokens} tokens/stream; {args.seconds:g} s per case, window from "
         f"{args.warmup:g} s to {args.seconds - STOP_MARGIN_S:g} s; kvswarm "
         f"{args.kvswarm_lib or 'this checkout'}; load average before: "
