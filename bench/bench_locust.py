@@ -269,7 +269,12 @@ def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> 
         core=0 if pinned else None,
         tokens=args.tokens,
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **QUIET}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "KV_BENCH_LONG_CHARS": str(args.long_chars),
+        **QUIET,
+    }
     if args.kvswarm_lib:
         env["PYTHONPATH"] = f"{args.kvswarm_lib}:{REPO}"
     core = 1 if pinned else None
@@ -630,6 +635,10 @@ def main() -> None:
     parser.add_argument(
         "--no-fixed-long", dest="fixed_long", action="store_false",
         help="leave out the fixed prompt as long as ColdStartUser's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--long-chars", type=int, default=27_800,
+        help="the fixed-long prompt's length (160000: LongContextHighReuseUser's order)",
     )  # fmt: skip
     parser.add_argument(
         "--pinning", nargs="+", default=["unpinned", "pinned"], choices=["unpinned", "pinned"]

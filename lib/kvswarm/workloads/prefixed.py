@@ -104,10 +104,11 @@ class PrefixWorkload(Workload):
     ) -> PromptRequest:
         shared = salt + SEPARATOR + item.text if salt else item.text
         salt_tokens = self.fitter.count(salt, "tag") + self._salt_separator_tokens if salt else 0
+        # One string for the completions prompt and a single user message: a long context
+        # is 100-200 kB, and every copy of it is a fresh allocation per request.
+        prompt = shared + SEPARATOR + unique.text
         if self.layout == "user":
-            messages: tuple[dict[str, str], ...] = (
-                {"role": "user", "content": shared + SEPARATOR + unique.text},
-            )
+            messages: tuple[dict[str, str], ...] = ({"role": "user", "content": prompt},)
         else:
             messages = (
                 {"role": "system", "content": shared},
@@ -118,7 +119,7 @@ class PrefixWorkload(Workload):
             scenario=self.context.scenario,
             request_id=identity.request_id,
             messages=messages,
-            prompt=shared + SEPARATOR + unique.text,
+            prompt=prompt,
             max_tokens=self.context.max_tokens,
             prefix_id="" if salt else item.prefix_id,
             pool_prefix=not salt,
