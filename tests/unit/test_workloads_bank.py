@@ -113,3 +113,12 @@ def _pieces(paragraph: str, bank: CountedBank) -> list[str]:
         found.append(piece)
         rest = rest[len(piece) :]
     return found
+
+
+def test_run_json_says_how_cold_start_prompts_were_sized(bpe_sizer):
+    banked, whole = SharedMaterial(bpe_sizer), SharedMaterial(_DummyPrefixSizer(bpe_sizer))
+    assert banked.bank_sizing() is None  # no cold-start prompt made
+    _cold_start(bpe_sizer, banked).prepare()
+    _cold_start(whole.sizer, whole).prepare()
+    assert banked.bank_sizing().startswith("drawn from the sentence bank")
+    assert whole.bank_sizing().startswith("counted whole, one count per prompt")

@@ -289,7 +289,7 @@ class ScenarioSetup:
             WORKLOADS_MESSAGE,
             {
                 "stats": self._stats_states(),
-                "sizer": self.sizer.as_dict() if self.sizer else None,
+                "sizer": self._sizing(),
             },
         )
 
@@ -299,8 +299,9 @@ class ScenarioSetup:
             WorkloadStats.from_state(stats) for stats in [*self._stats_states(), *self.received]
         )
         sizers = dict(self.sizers)
-        if self.sizer is not None:
-            sizers["local"] = self.sizer.as_dict()
+        local = self._sizing()
+        if local is not None:
+            sizers["local"] = local
         return {
             "workloads": {name: stats.summary() for name, stats in sorted(merged.items())},
             "tokens": {"sizing": sizers} if sizers else {},
@@ -308,6 +309,16 @@ class ScenarioSetup:
         }
 
     # -- internals -----------------------------------------------------------------------
+
+    def _sizing(self) -> dict[str, Any] | None:
+        """This process's sizer for run.json, and how its cold-start prompts were sized."""
+        if self.sizer is None:
+            return None
+        sizing = self.sizer.as_dict()
+        cold_start = shared_material(self.sizer.sizer).bank_sizing()
+        if cold_start is not None:
+            sizing["cold_start"] = cold_start
+        return sizing
 
     def _build(self, scenario: str, *, user_id: int) -> Workload:
         assert self.sizer is not None

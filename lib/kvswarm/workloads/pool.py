@@ -168,6 +168,20 @@ class SharedMaterial:
             self._bank_counted = True
         return self._bank
 
+    def bank_sizing(self) -> str | None:
+        """How cold-start prompts were sized, for run.json (None: none were made)."""
+        if not self._bank_counted:
+            return None
+        if self._bank is None:
+            return (
+                "counted whole, one count per prompt (the sizer's counts of the sentence "
+                "bank do not add up across sentences)"
+            )
+        return (
+            f"drawn from the sentence bank to the exact length ({len(self._bank.pieces)} "
+            "sentences counted once; no count per request)"
+        )
+
     def text_tokens(self, text: str) -> int:
         """A fixed text (a request's standing words) counted by the sizer, once per process."""
         tokens = self._texts.get(text)
