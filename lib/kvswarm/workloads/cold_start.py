@@ -71,8 +71,7 @@ class ColdStartWorkload(Workload):
     def _drawn(self, identity: RequestIdentity, bank: CountedBank) -> Fitted:
         """Tag, the request's standing words, then the bank's sentences to the target."""
         head = identity.tag + "\n" + text.REPORT_REQUEST
-        head_tokens = self.fitter.count(identity.tag, "tag")
-        head_tokens += self.material.joint_tokens("\n", "]", "Summarise")
+        head_tokens = self._tag_tokens(identity, "\n")
         head_tokens += self.material.text_tokens(text.REPORT_REQUEST)
         body, body_tokens = bank.draw(identity.rng, self.config.unique_tokens - head_tokens)
         return Fitted(head + body, head_tokens + body_tokens)

@@ -342,14 +342,19 @@ class Workload(ABC):
         The tag is sized on its own (it is denser in tokens than the text after it);
         `verify` as in `TextFitter.fit`.
         """
-        tag_tokens = self.fitter.count(identity.tag, "tag")
-        tag_tokens += self.material.joint_tokens(joiner, "]", "Summarise")
+        tag_tokens = self._tag_tokens(identity, joiner)
         rest = self.fitter.fit(
             generator(identity.rng), target - tag_tokens, generator.__name__, verify=verify
         )
         if not rest.text:
             return Fitted(identity.tag, tag_tokens)
         return Fitted(identity.tag + joiner + rest.text, tag_tokens + rest.tokens)
+
+    def _tag_tokens(self, identity: RequestIdentity, joiner: str) -> int:
+        """The request's tag and the `joiner` after it, in tokens."""
+        return self.fitter.count(identity.tag, "tag") + self.material.joint_tokens(
+            joiner, "]", "Summarise"
+        )
 
     def _identity(self) -> RequestIdentity:
         self._counter += 1
