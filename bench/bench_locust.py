@@ -207,8 +207,13 @@ def free_port() -> int:
 
 
 def process_cpu_s(pid: int) -> float:
+    return sum(process_times_s(pid))
+
+
+def process_times_s(pid: int) -> tuple[float, float]:
+    """The process's user and system (kernel) CPU seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 @dataclass
@@ -227,6 +232,7 @@ class Outcome:
     requests: int
     failed: int
     cpu_s: float  # the load generator's (a fleet's workers together)
+    system_s: float  # of cpu_s, in the kernel (on loopback: the server's receive path too)
     master_cpu_s: float | None
     errors_ms: list[float]
     window_s: float
@@ -234,6 +240,10 @@ class Outcome:
     @property
     def us_per_token(self) -> float:
         return self.cpu_s / self.tokens * 1e6 if self.tokens else float("nan")
+
+    @property
+    def kernel_share(self) -> float:
+        return self.system_s / self.cpu_s if self.cpu_s else float("nan")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -287,10 +297,10 @@ def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> 
             started = wait_started(case, processes, master, workdir, results)
             time.sleep(max(0.0, started + args.warmup - time.monotonic()))
             window_start = time.monotonic()
-            before = [process_cpu_s(p.pid) for p in processes]
+            before = [process_times_s(p.pid) for p in processes]
             master_before = process_cpu_s(master.pid) if master else 0.0
             time.sleep(max(0.0, started + args.seconds - STOP_MARGIN_S - time.monotonic()))
-            after = [process_cpu_s(p.pid) for p in processes]
+            after = [process_times_s(p.pid) for p in processes]
             master_after = process_cpu_s(master.pid) if master else 0.0
             window_end = time.monotonic()
             for process in [*processes, *([master] if master else [])]:
@@ -320,7 +330,8 @@ def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> 
         tokens=tokens,
         requests=sum(1 for e in served if window_start <= e["received"] < window_end),
         failed=failed,
-        cpu_s=sum(b - a for a, b in zip(before, after, strict=True)),
+        cpu_s=sum(sum(b) - sum(a) for a, b in zip(before, after, strict=True)),
+        system_s=sum(b[1] - a[1] for a, b in zip(before, after, strict=True)),
         master_cpu_s=(master_after - master_before) if master else None,
         errors_ms=errors,
         window_s=window_end - window_start,
@@ -462,8 +473,8 @@ def print_row(o: Outcome, loop: dict[tuple[int, bool], Outcome]) -> None:
     print(
         f"| {o.case.name} | {o.case.users} | {'pinned' if o.pinned else 'unpinned'} "
         f"| {o.requests} | {o.failed} | {o.tokens} | {o.cpu_s / o.window_s:.2f} "
-        f"| {o.us_per_token:.1f} | {ratio} | {statistics.median(errors):.2f} "
-        f"| {percentile(errors, 0.99):.2f} | {master} |",
+        f"| {o.us_per_token:.1f} | {o.kernel_share:.0%} | {ratio} "
+        f"| {statistics.median(errors):.2f} | {percentile(errors, 0.99):.2f} | {master} |",
         flush=True,
     )
 
@@ -471,10 +482,12 @@ def print_row(o: Outcome, loop: dict[tuple[int, bool], Outcome]) -> None:
 def run_cases(args: argparse.Namespace, base: Path) -> None:
     print(
         "| case | users | pinning | requests in window | failed | tokens in window "
-        "| cores | µs CPU/token | ratio to loop | TTFT err p50 ms | p99 ms "
+        "| cores | µs CPU/token | in kernel | ratio to loop | TTFT err p50 ms | p99 ms "
         "| master / one worker CPU |"
     )
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
     rounds: list[list[Outcome]] = []
     for number in range(args.rounds):
         where = base / f"round-{number + 1}" if args.rounds > 1 else base
@@ -499,10 +512,10 @@ def print_medians(rounds: list[list[Outcome]]) -> None:
     machine that drifts between rounds moves both sides of each ratio together."""
     print(
         f"\nMedians over {len(rounds)} rounds (ratios and differences within each round):\n\n"
-        "| case | users | pinning | µs CPU/token | ratio to loop | ratio to fixed "
+        "| case | users | pinning | µs CPU/token | in kernel | ratio to loop | ratio to fixed "
         "| TTFT err p50 ms | p99 ms | p99 − fixed's p99 ms |"
     )
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     per_case: dict[tuple[str, int, bool], list[tuple[Outcome, Outcome | None, Outcome | None]]]
     per_case = {}
     for outcomes in rounds:
@@ -513,6 +526,7 @@ def print_medians(rounds: list[list[Outcome]]) -> None:
             per_case.setdefault((o.case.name, o.case.users, o.pinned), []).append((o, loop, fixed))
     for (name, users, pinned), entries in per_case.items():
         us = statistics.median(o.us_per_token for o, _, _ in entries)
+        kernel = statistics.median(o.kernel_share for o, _, _ in entries)
         to_loop = _median_of(o.us_per_token / lo.us_per_token for o, lo, _ in entries if lo)
         to_fixed = _median_of(o.us_per_token / f.us_per_token for o, _, f in entries if f)
         p50 = statistics.median(statistics.median(o.errors_ms or [math.nan]) for o, _, _ in entries)
@@ -523,7 +537,7 @@ def print_medians(rounds: list[list[Outcome]]) -> None:
             if f and o.errors_ms and f.errors_ms
         )
         print(
-            f"| {name} | {users} | {'pinned' if pinned else 'unpinned'} | {us:.1f} "
+            f"| {name} | {users} | {'pinned' if pinned else 'unpinned'} | {us:.1f} | {kernel:.0%} "
             f"| {to_loop} | {to_fixed} | {p50:.2f} | {p99:.2f} | {over} |",
             flush=True,
         )

@@ -1,5 +1,5 @@
-"""The client's timeouts on real sockets under gevent, where one lazy timer per request
-watches them (a socket timeout would cost a timer per token).
+"""The client on real sockets under gevent: its timeouts, where one lazy timer per request
+watches them (a socket timeout would cost a timer per token), and its reads.
 
 Each test serves one scripted response from a gevent server in this process: what it
 writes, with pauses between, then silence (until the client hangs up) or more of the same.
@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 
 import gevent
+import gevent.monkey
+import gevent.socket
 import orjson
 import pytest
 from gevent.server import StreamServer
@@ -149,3 +151,37 @@ def test_the_request_is_unwatched_after_it_ends(server_for) -> None:
     assert streaming.complete(REQUEST).ok
     gevent.sleep(0.5)  # past every limit of the request that ended
     assert streaming.complete(REQUEST).ok
+
+
+class EmptyReadCounter(gevent.socket.socket):
+    """A cooperative socket that counts the blocking recvs made when it had nothing to
+    read (each one a failed read and an exception inside gevent before its wait)."""
+
+    empty_reads = 0
+    _select = staticmethod(gevent.monkey.get_original("select", "select"))
+
+    def recv(self, *args):
+        if self.gettimeout() != 0.0 and not self._select([self.fileno()], [], [], 0)[0]:
+            self.empty_reads += 1
+        return super().recv(*args)
+
+
+def test_a_stream_waits_for_its_tokens_before_reading_them(server_for) -> None:
+    """After a read that emptied the socket the next token is not there yet: the client
+    waits for it rather than trying a read that fails. Only a connection's first read
+    tries first (the test server answers one request per connection)."""
+    sockets: list[EmptyReadCounter] = []
+
+    def connect(address: tuple[str, int], timeout: float) -> EmptyReadCounter:
+        sock = EmptyReadCounter()
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sockets.append(sock)
+        return sock
+
+    url = server_for(steady(tokens=20, gap_s=0.003))
+    streaming = StreamingClient(url, timeouts=Timeouts(connect_s=2), connector=connect)
+    for _ in range(3):
+        result = streaming.complete(REQUEST)
+        assert result.ok and result.text_chunks == 20, result.error
+    assert [sock.empty_reads for sock in sockets] == [1] * len(sockets)
