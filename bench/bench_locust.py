@@ -2,12 +2,16 @@
 
 Each case runs real processes for `--seconds` against the tests' streaming server
 (tests/support/streamserver.py: TTFT 50 ms, TPOT 10 ms, every stream `--tokens` tokens
-whatever its max_tokens, a fresh server per case), and over the steady part (from
+whatever its max_tokens, a fresh server per case, `--lean` unless `--full-server`: its
+own work per request does not grow with the prompt, so that it does not hold its loop
+while other requests wait unread), and over the steady part (from
 `--warmup` s after the run started to `STOP_MARGIN_S` before its end) reports:
 
 - µs CPU/token: each load-generating process's user+system CPU in the window (/proc)
   divided by the tokens the server wrote in the window (token i of a request at its first
   write + i x TPOT, no later than its last write); for a fleet, the workers' together;
+  "in kernel": the system time's share of it (on loopback the kernel's receive path of
+  what the client sends runs in the client's system calls);
 - TTFT err p50/p99: the client's TTFT minus the server's own (first-token write - request
   receipt, same monotonic clock), over the requests that started in the window;
 - ratio: µs CPU/token over the bare gevent loop's at the same users.
@@ -278,6 +282,7 @@ def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> 
         tpot_ms=args.tpot_ms,
         core=0 if pinned else None,
         tokens=args.tokens,
+        lean=not args.full_server,
     )
     env = {
         **os.environ,
@@ -664,6 +669,12 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--warmup", type=float, default=4.0, help="left out of the window")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
+    parser.add_argument(
+        "--full-server",
+        action="store_true",
+        help="the ground-truth server logs every prompt whole and looks for fault markers "
+        "(before: ~2.5 ms of its loop per 160-kB prompt); default: its --lean",
+    )
     parser.add_argument(
         "--tpot-ms", type=float, default=TPOT_MS,
         help="the server's time per output token (e.g. 40 at 200 users: 50 users' token rate)",

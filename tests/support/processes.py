@@ -82,7 +82,9 @@ def start_stream_server(
     tpot_ms: float = 10,
     core: int | None = None,
     tokens: int = 0,
+    lean: bool = False,
 ) -> StreamServer:
+    """`lean`: the server's `--lean` (benchmarks)."""
     log_path = directory / "server-log.jsonl"
     process = subprocess.Popen(
         [
@@ -99,6 +101,7 @@ def start_stream_server(
             str(log_path),
             "--tokens",
             str(tokens),
+            *(["--lean"] if lean else []),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -12,6 +12,11 @@ it served, how many are in flight and how many connections it accepted. A prompt
 Run: python -m tests.support.streamserver --port 0 --log FILE  (prints `PORT <n>`);
 `--bind ADDRESS` listens on another address than 127.0.0.1; `--tokens N` streams N tokens
 whatever a request's max_tokens (benchmarks: every locustfile gets the same streams).
+`--lean` (benchmarks) keeps the server's own work per request small whatever the prompt's
+size, so that a long prompt does not hold its loop while other requests' bytes wait
+unread (which the client would see as TTFT and the log would not): the log has the
+prompt's length in characters (`prompt_chars`) instead of its text, fault markers are not
+looked for, and usage's prompt_tokens is an estimate (one per space, not a count).
 `--api-key KEY` answers 401 to an API request without `Authorization: Bearer KEY` (as
 `vllm serve --api-key` does for /v1 and /tokenize); `--headers-log FILE` appends every
 request's method, path and headers, whatever the path (the secrets tests read what each
@@ -73,7 +78,9 @@ class StreamServer_:
         api_key: str = "",
         headers_log_path: str | None = None,
         metrics: bool = False,
+        lean: bool = False,
     ) -> None:
+        self.lean = lean
         self.ttft_s = ttft_s
         self.tpot_s = tpot_s
         self.tokens = tokens
@@ -147,15 +154,21 @@ class StreamServer_:
             "authorization": request.headers.get("authorization", ""),
             "received": received,
             "max_tokens": body.get("max_tokens"),
-            "prompt": body.get("prompt") or json.dumps(body.get("messages")),
-            # What a model would read: the completion prompt, or the messages' contents.
-            "text": body.get("prompt")
-            or "\n\n".join(m.get("content", "") for m in body.get("messages") or []),
         }
-        fault = _FAULT.search(entry["prompt"])
-        entry["fault"] = fault.group(1) if fault else ""
+        # What a model would read: the completion prompt, or the messages' contents.
+        text = body.get("prompt") or "\n\n".join(
+            m.get("content", "") for m in body.get("messages") or []
+        )
+        if self.lean:
+            entry["prompt_chars"] = len(text)
+            entry["fault"] = ""
+        else:
+            entry["prompt"] = body.get("prompt") or json.dumps(body.get("messages"))
+            entry["text"] = text
+            fault = _FAULT.search(entry["prompt"])
+            entry["fault"] = fault.group(1) if fault else ""
         try:
-            return self._respond(sock, body, entry, received)
+            return self._respond(sock, body, entry, prompt_text=text, received=received)
         except OSError:
             entry["client_gone"] = True
             raise
@@ -175,10 +188,11 @@ class StreamServer_:
             + payload
         )
 
-    def _respond(self, sock, body: dict, entry: dict, received: float) -> bool:
+    def _respond(self, sock, body: dict, entry: dict, *, prompt_text: str, received: float) -> bool:
         fault = entry["fault"]
-        # The test server's tokenizer: one token per whitespace-separated word.
-        words = len(entry["text"].split())
+        # The test server's tokenizer: one token per whitespace-separated word (splitting a
+        # 160-kB prompt costs its loop ~1.4 ms: lean, an estimate).
+        words = prompt_text.count(" ") + 1 if self.lean else len(prompt_text.split())
         if fault == "http500":
             self._send_json(
                 sock, {"object": "error", "message": "boom"}, "500 Internal Server Error"
@@ -272,6 +286,9 @@ def main() -> None:
     parser.add_argument("--api-key", default="", help="answer 401 to API requests without it")
     parser.add_argument("--headers-log", help="append every request's headers to this file")
     parser.add_argument("--metrics", action="store_true", help="serve GET /metrics")
+    parser.add_argument(
+        "--lean", action="store_true", help="benchmarks: little work per request (see above)"
+    )
     args = parser.parse_args()
     app = StreamServer_(
         args.ttft_ms / 1000.0,
@@ -281,6 +298,7 @@ def main() -> None:
         api_key=args.api_key,
         headers_log_path=args.headers_log,
         metrics=args.metrics,
+        lean=args.lean,
     )
     server = StreamServer((args.bind, args.port), app.handle, backlog=1024)
     server.start()
