@@ -53,6 +53,15 @@ second as 50 users at 10 ms, which a 2-core machine's server and load generator 
     .venv/bin/python bench/bench_locust.py --users 200 --tpot-ms 40 --scenarios --no-fleet \
         --no-fixed-long --rounds 3
 
+`--paired` runs every other case at the same time as the fixed prompt (each with its own
+server; pinned, both servers on core 0 and both load generators on core 1), so a ratio
+to the fixed prompt is taken within one window on the same cores: on this shared
+machine one case's µs/token moved by 20-30% between runs minutes apart, the ratio of two
+cases run side by side by a few %. The TTFT errors of paired runs include each other's
+work on the shared core: take TTFT figures from runs without `--paired`.
+
+    .venv/bin/python bench/bench_locust.py --users 50 --paired --rounds 3
+
 `--kvswarm-lib DIR` runs the Locust processes with another kvswarm (a `lib/` folder of an
 older commit, e.g. from `git archive`) first on PYTHONPATH, for before/after figures.
 """
@@ -240,6 +249,8 @@ class Outcome:
     master_cpu_s: float | None
     errors_ms: list[float]
     window_s: float
+    # --paired: the fixed prompt's run beside this one (same window, same cores)
+    beside: Outcome | None = None
 
     @property
     def us_per_token(self) -> float:
@@ -273,8 +284,73 @@ def locust_command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "locust", *args]
 
 
+@dataclass
+class Running:
+    """A case under way: its own server and load-generating processes."""
+
+    case: Case
+    pinned: bool
+    workdir: Path
+    results: Path
+    server: StreamServer
+    processes: list[subprocess.Popen]  # the load generator's (a fleet's workers)
+    master: subprocess.Popen | None
+    started: float = 0.0  # when load started (monotonic)
+
+    def everything(self) -> list[subprocess.Popen]:
+        return [*self.processes, *([self.master] if self.master else [])]
+
+
+@dataclass
+class Window:
+    """One case's CPU over the measured window (shared by cases run side by side)."""
+
+    start: float
+    end: float
+    before: list[tuple[float, float]]
+    after: list[tuple[float, float]]
+    master_cpu_s: float | None
+
+
 def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> Outcome:
-    workdir = base / f"{case.name}-u{case.users}-{'pinned' if pinned else 'unpinned'}"
+    (outcome,) = run_together([case], pinned, args, base)
+    return outcome
+
+
+def run_together(
+    chosen: list[Case],
+    pinned: bool,
+    args: argparse.Namespace,
+    base: Path,
+    tags: list[str] | None = None,
+) -> list[Outcome]:
+    """Run `chosen` at the same time, each with its own server, over one window; `tags`
+    tell their folders apart."""
+    runs: list[Running] = []
+    try:
+        for case, tag in zip(chosen, tags or [""] * len(chosen), strict=True):
+            runs.append(launch(case, pinned, args, base, tag))
+        windows = measure(runs, args)
+        for run in runs:
+            for process in run.everything():
+                process.wait(timeout=120)
+            run.server.wait_idle()
+    finally:
+        for run in runs:
+            for process in run.everything():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            run.server.stop()
+    return [finish(run, window, args) for run, window in zip(runs, windows, strict=True)]
+
+
+def launch(
+    case: Case, pinned: bool, args: argparse.Namespace, base: Path, tag: str = ""
+) -> Running:
+    """Start the case's server (pinned: on core 0) and its processes (pinned: core 1)."""
+    pinning = "pinned" if pinned else "unpinned"
+    workdir = base / f"{case.name}{tag}-u{case.users}-{pinning}"
     workdir.mkdir()
     server = start_stream_server(
         workdir,
@@ -292,54 +368,70 @@ def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> 
     }
     if args.kvswarm_lib:
         env["PYTHONPATH"] = f"{args.kvswarm_lib}:{REPO}"
-    core = 1 if pinned else None
     results = workdir / "results"
     try:
         processes, master = start_processes(
-            case, server, workdir, results, core, env, args, args.seconds + RUN_TIME_SLACK_S
+            case,
+            server,
+            workdir,
+            results,
+            1 if pinned else None,
+            env,
+            args,
+            args.seconds + RUN_TIME_SLACK_S,
         )
-        try:
-            started = wait_started(case, processes, master, workdir, results)
-            time.sleep(max(0.0, started + args.warmup - time.monotonic()))
-            window_start = time.monotonic()
-            before = [process_times_s(p.pid) for p in processes]
-            master_before = process_cpu_s(master.pid) if master else 0.0
-            time.sleep(max(0.0, started + args.seconds - STOP_MARGIN_S - time.monotonic()))
-            after = [process_times_s(p.pid) for p in processes]
-            master_after = process_cpu_s(master.pid) if master else 0.0
-            window_end = time.monotonic()
-            for process in [*processes, *([master] if master else [])]:
-                process.wait(timeout=120)
-        finally:
-            for process in [*processes, *([master] if master else [])]:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-        server.wait_idle()
-    finally:
+    except BaseException:
         server.stop()
-    ttfts, failed = client_ttfts(case, workdir, results)
-    served = server.log()
-    tokens = tokens_in(served, window_start, window_end, args.tpot_ms)
+        raise
+    return Running(case, pinned, workdir, results, server, processes, master)
+
+
+def measure(runs: list[Running], args: argparse.Namespace) -> list[Window]:
+    """Each run's CPU over one window: from `--warmup` after the last of them started to
+    `STOP_MARGIN_S` before the first of them stops."""
+    for run in runs:
+        run.started = wait_started(run.case, run.processes, run.master, run.workdir, run.results)
+    time.sleep(max(0.0, max(r.started for r in runs) + args.warmup - time.monotonic()))
+    start = time.monotonic()
+    before = [[process_times_s(p.pid) for p in r.processes] for r in runs]
+    master_before = [process_cpu_s(r.master.pid) if r.master else 0.0 for r in runs]
+    time.sleep(
+        max(0.0, min(r.started for r in runs) + args.seconds - STOP_MARGIN_S - time.monotonic())
+    )
+    after = [[process_times_s(p.pid) for p in r.processes] for r in runs]
+    master_after = [process_cpu_s(r.master.pid) if r.master else 0.0 for r in runs]
+    end = time.monotonic()
+    return [
+        Window(start, end, b, a, (ma - mb) if r.master else None)
+        for r, b, a, mb, ma in zip(runs, before, after, master_before, master_after, strict=True)
+    ]
+
+
+def finish(run: Running, window: Window, args: argparse.Namespace) -> Outcome:
+    """The case's outcome from its window, its server's log and its requests."""
+    ttfts, failed = client_ttfts(run.case, run.workdir, run.results)
+    served = run.server.log()
+    tokens = tokens_in(served, window.start, window.end, args.tpot_ms)
     truth = {entry["request_id"]: entry for entry in served}
     errors = [
         (ttft - (truth[rid]["first_write"] - truth[rid]["received"])) * 1000.0
         for rid, ttft in ttfts.items()
         if rid in truth
         and "first_write" in truth[rid]
-        and window_start <= truth[rid]["received"] < window_end
+        and window.start <= truth[rid]["received"] < window.end
     ]
+    pairs = list(zip(window.before, window.after, strict=True))
     return Outcome(
-        case=case,
-        pinned=pinned,
+        case=run.case,
+        pinned=run.pinned,
         tokens=tokens,
-        requests=sum(1 for e in served if window_start <= e["received"] < window_end),
+        requests=sum(1 for e in served if window.start <= e["received"] < window.end),
         failed=failed,
-        cpu_s=sum(sum(b) - sum(a) for a, b in zip(before, after, strict=True)),
-        system_s=sum(b[1] - a[1] for a, b in zip(before, after, strict=True)),
-        master_cpu_s=(master_after - master_before) if master else None,
+        cpu_s=sum(sum(b) - sum(a) for a, b in pairs),
+        system_s=sum(b[1] - a[1] for a, b in pairs),
+        master_cpu_s=window.master_cpu_s,
         errors_ms=errors,
-        window_s=window_end - window_start,
+        window_s=window.end - window.start,
     )
 
 
@@ -468,9 +560,33 @@ def cases(args: argparse.Namespace, base: Path) -> list[Case]:
     return chosen
 
 
+def ratio_to_loop(o: Outcome, floor: Outcome | None) -> float | None:
+    """µs/token over the loop's; where both ran beside a fixed prompt, through those:
+    (o ÷ its fixed) ÷ (loop ÷ its fixed), each ratio taken within one window."""
+    if floor is None:
+        return None
+    if o.beside is not None and floor.beside is not None:
+        return (o.us_per_token / o.beside.us_per_token) / (
+            floor.us_per_token / floor.beside.us_per_token
+        )
+    return o.us_per_token / floor.us_per_token
+
+
+def ratio_to_fixed(o: Outcome, fixed: Outcome | None) -> float | None:
+    """µs/token over the fixed prompt's: the one beside it if any, else the round's."""
+    reference = o.beside or fixed
+    return o.us_per_token / reference.us_per_token if reference else None
+
+
+def p99_over_fixed(o: Outcome, fixed: Outcome | None) -> float | None:
+    reference = o.beside or fixed
+    if reference is None or not o.errors_ms or not reference.errors_ms:
+        return None
+    return percentile(o.errors_ms, 0.99) - percentile(reference.errors_ms, 0.99)
+
+
 def print_row(o: Outcome, loop: dict[tuple[int, bool], Outcome]) -> None:
-    floor = loop.get((o.case.users, o.pinned))
-    ratio = f"{o.us_per_token / floor.us_per_token:.2f}" if floor else "-"
+    to_loop = ratio_to_loop(o, loop.get((o.case.users, o.pinned)))
     master = (
         f"{o.master_cpu_s / (o.cpu_s / 2):.1%}" if o.master_cpu_s is not None and o.cpu_s else "-"
     )
@@ -478,7 +594,8 @@ def print_row(o: Outcome, loop: dict[tuple[int, bool], Outcome]) -> None:
     print(
         f"| {o.case.name} | {o.case.users} | {'pinned' if o.pinned else 'unpinned'} "
         f"| {o.requests} | {o.failed} | {o.tokens} | {o.cpu_s / o.window_s:.2f} "
-        f"| {o.us_per_token:.1f} | {o.kernel_share:.0%} | {ratio} "
+        f"| {o.us_per_token:.1f} | {o.kernel_share:.0%} | {_fmt(to_loop)} "
+        f"| {_fmt(ratio_to_fixed(o, None))} "
         f"| {statistics.median(errors):.2f} | {percentile(errors, 0.99):.2f} | {master} |",
         flush=True,
     )
@@ -487,12 +604,10 @@ def print_row(o: Outcome, loop: dict[tuple[int, bool], Outcome]) -> None:
 def run_cases(args: argparse.Namespace, base: Path) -> None:
     print(
         "| case | users | pinning | requests in window | failed | tokens in window "
-        "| cores | µs CPU/token | in kernel | ratio to loop | TTFT err p50 ms | p99 ms "
-        "| master / one worker CPU |"
+        "| cores | µs CPU/token | in kernel | ratio to loop | ratio to fixed beside "
+        "| TTFT err p50 ms | p99 ms | master / one worker CPU |"
     )
-    print(
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    )
+    print("| --- | ---: | --- |" + " ---: |" * 11)
     rounds: list[list[Outcome]] = []
     for number in range(args.rounds):
         where = base / f"round-{number + 1}" if args.rounds > 1 else base
@@ -500,21 +615,45 @@ def run_cases(args: argparse.Namespace, base: Path) -> None:
         loop: dict[tuple[int, bool], Outcome] = {}
         outcomes: list[Outcome] = []
         for pinned in args.pinning:
-            for case in cases(args, where):
-                outcome = run_case(case, pinned, args, where)
+            chosen = cases(args, where)
+            for case in chosen:
+                if not args.paired:
+                    ran = [run_case(case, pinned, args, where)]
+                elif case.name == "fixed":
+                    continue  # it runs beside every other case
+                else:
+                    ran = run_beside_fixed(case, chosen, pinned, args, where)
                 if case.kind == "loop":
-                    loop[(case.users, pinned)] = outcome
-                print_row(outcome, loop)
-                outcomes.append(outcome)
+                    loop[(case.users, pinned)] = ran[0]
+                for outcome in ran:
+                    print_row(outcome, loop)
+                outcomes.extend(ran)
         rounds.append(outcomes)
     if args.rounds > 1:
         print_medians(rounds)
 
 
+def run_beside_fixed(
+    case: Case, chosen: list[Case], pinned: bool, args: argparse.Namespace, base: Path
+) -> list[Outcome]:
+    """`case` and the fixed prompt at the same time (--paired): its outcome, `beside` the
+    fixed prompt's, then the fixed prompt's (named "fixed" beside the loop, the round's
+    fixed-prompt row; "fixed beside <case>" otherwise)."""
+    (fixed,) = [c for c in chosen if c.name == "fixed" and c.users == case.users]
+    name = "fixed" if case.kind == "loop" else f"fixed beside {case.name}"
+    companion = Case(name, fixed.users, fixed.kind, fixed.locust_args)
+    outcome, beside = run_together(
+        [case, companion], pinned, args, base, tags=["", f"-beside-{case.name}"]
+    )
+    outcome.beside = beside
+    return [outcome, beside]
+
+
 def print_medians(rounds: list[list[Outcome]]) -> None:
     """Each case's median over the rounds; ratios and differences are taken within a round
-    (against the loop and the fixed prompt of the same round) and then their median, so a
-    machine that drifts between rounds moves both sides of each ratio together."""
+    (against the loop and the fixed prompt of the same round, or of the same window where
+    they ran beside it) and then their median, so a machine that drifts between rounds
+    moves both sides of each ratio together."""
     print(
         f"\nMedians over {len(rounds)} rounds (ratios and differences within each round):\n\n"
         "| case | users | pinning | µs CPU/token | in kernel | ratio to loop | ratio to fixed "
@@ -532,15 +671,11 @@ def print_medians(rounds: list[list[Outcome]]) -> None:
     for (name, users, pinned), entries in per_case.items():
         us = statistics.median(o.us_per_token for o, _, _ in entries)
         kernel = statistics.median(o.kernel_share for o, _, _ in entries)
-        to_loop = _median_of(o.us_per_token / lo.us_per_token for o, lo, _ in entries if lo)
-        to_fixed = _median_of(o.us_per_token / f.us_per_token for o, _, f in entries if f)
+        to_loop = _median_of(ratio_to_loop(o, lo) for o, lo, _ in entries)
+        to_fixed = _median_of(ratio_to_fixed(o, f) for o, _, f in entries)
         p50 = statistics.median(statistics.median(o.errors_ms or [math.nan]) for o, _, _ in entries)
         p99 = statistics.median(percentile(o.errors_ms or [math.nan], 0.99) for o, _, _ in entries)
-        over = _median_of(
-            percentile(o.errors_ms, 0.99) - percentile(f.errors_ms, 0.99)
-            for o, _, f in entries
-            if f and o.errors_ms and f.errors_ms
-        )
+        over = _median_of(p99_over_fixed(o, f) for o, _, f in entries)
         print(
             f"| {name} | {users} | {'pinned' if pinned else 'unpinned'} | {us:.1f} | {kernel:.0%} "
             f"| {to_loop} | {to_fixed} | {p50:.2f} | {p99:.2f} | {over} |",
@@ -548,9 +683,13 @@ def print_medians(rounds: list[list[Outcome]]) -> None:
         )
 
 
-def _median_of(values: Iterable[float]) -> str:
-    values = list(values)
-    return f"{statistics.median(values):.2f}" if values else "-"
+def _fmt(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def _median_of(values: Iterable[float | None]) -> str:
+    present = [v for v in values if v is not None]
+    return f"{statistics.median(present):.2f}" if present else "-"
 
 
 # --- the master's ceiling -------------------------------------------------------------
@@ -668,6 +807,11 @@ def main() -> None:
         help="run every case this many times, round after round, and add a table of medians",
     )  # fmt: skip
     parser.add_argument("--warmup", type=float, default=4.0, help="left out of the window")
+    parser.add_argument(
+        "--paired", action="store_true",
+        help="run every case at the same time as the fixed prompt (their ratio taken in one "
+        "window, on the same cores), not one after the other",
+    )  # fmt: skip
     parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
     parser.add_argument(
         "--full-server",
