@@ -318,18 +318,14 @@ def run_case(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> 
 
 
 def run_together(
-    chosen: list[Case],
-    pinned: bool,
-    args: argparse.Namespace,
-    base: Path,
-    tags: list[str] | None = None,
+    chosen: list[Case], pinned: bool, args: argparse.Namespace, base: Path
 ) -> list[Outcome]:
-    """Run `chosen` at the same time, each with its own server, over one window; `tags`
-    tell their folders apart."""
+    """Run `chosen` (named apart) at the same time, each with its own server, over one
+    window."""
     runs: list[Running] = []
     try:
-        for case, tag in zip(chosen, tags or [""] * len(chosen), strict=True):
-            runs.append(launch(case, pinned, args, base, tag))
+        for case in chosen:
+            runs.append(launch(case, pinned, args, base))
         windows = measure(runs, args)
         for run in runs:
             for process in run.everything():
@@ -345,12 +341,10 @@ def run_together(
     return [finish(run, window, args) for run, window in zip(runs, windows, strict=True)]
 
 
-def launch(
-    case: Case, pinned: bool, args: argparse.Namespace, base: Path, tag: str = ""
-) -> Running:
+def launch(case: Case, pinned: bool, args: argparse.Namespace, base: Path) -> Running:
     """Start the case's server (pinned: on core 0) and its processes (pinned: core 1)."""
     pinning = "pinned" if pinned else "unpinned"
-    workdir = base / f"{case.name}{tag}-u{case.users}-{pinning}"
+    workdir = base / f"{case.name.replace(' ', '-')}-u{case.users}-{pinning}"
     workdir.mkdir()
     server = start_stream_server(
         workdir,
@@ -642,9 +636,7 @@ def run_beside_fixed(
     (fixed,) = [c for c in chosen if c.name == "fixed" and c.users == case.users]
     name = "fixed" if case.kind == "loop" else f"fixed beside {case.name}"
     companion = Case(name, fixed.users, fixed.kind, fixed.locust_args)
-    outcome, beside = run_together(
-        [case, companion], pinned, args, base, tags=["", f"-beside-{case.name}"]
-    )
+    outcome, beside = run_together([case, companion], pinned, args, base)
     outcome.beside = beside
     return [outcome, beside]
 
