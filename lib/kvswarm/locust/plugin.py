@@ -52,6 +52,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from kvswarm.config import Config, redacted
 from kvswarm.engines import EngineProfile, detect_engine, engine_profile
 from kvswarm.errors import ConfigError, KvswarmError
+from kvswarm.heap import keep_freed_memory
 from kvswarm.live import LiveLatency
 
 if TYPE_CHECKING:
@@ -773,6 +774,7 @@ def _flush_periodically(run: RunDirectory, interval_s: float) -> None:
 def _bind(environment: Environment, **_kwargs: Any) -> None:
     """Locust's `init`: one plugin per environment; a problem the user must fix ends the
     process with one line and exit code 2 before any load is sent."""
+    keep_freed_memory()
     try:
         plugin = KvswarmPlugin(environment)
         plugin.attach()
