@@ -9,7 +9,13 @@ served model's:
   sizer: the HTTP round trips themselves are not included);
 - peak Python memory while sizing that document (tracemalloc);
 - each scenario at its default config: pool preparation, and time per `next_request()`
-  with a local tokenizer and with a remote (server) sizer.
+  with a local tokenizer and with a remote (server) sizer; and with the remote sizer,
+  the request's bytes too (`StreamingClient`'s JSON body and head: what a user makes per
+  request before sending).
+
+`--only SCENARIO` measures that scenario alone, with nothing else done in the process
+before it. `--keep-freed-memory` first calls `kvswarm.heap.keep_freed_memory()`, as kvswarm's Locust
+processes do (glibc's heap kept for the next request); compare a run with and without it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 
+from kvswarm.client import CompletionRequest, StreamingClient  # noqa: E402
+from kvswarm.heap import keep_freed_memory  # noqa: E402
 from kvswarm.tokens import HFSizer, RatioSizer, TextFitter  # noqa: E402
 from kvswarm.workloads import SharedMaterial, builtin_scenarios, make_workload, text  # noqa: E402
 from tests.support.tokenizer import train_tokenizer  # noqa: E402
@@ -93,10 +101,15 @@ def bench_document(sizer: HFSizer, repeat: int) -> None:
     print(f"peak Python memory while sizing:   {peak / 1e6:7.2f} MB ({peak / chars:.1f} x text)")
 
 
-def bench_scenarios(sizer: HFSizer, requests: int) -> None:
+def bench_scenarios(sizer: HFSizer, requests: int, only: str = "") -> None:
     print(f"\n## Scenarios at default config ({requests} requests each)")
-    print(f"{'scenario':26} {'prepare':>9} {'local/req':>10} {'remote/req':>11} {'calls/req':>9}")
+    print(
+        f"{'scenario':26} {'prepare':>9} {'local/req':>10} {'remote/req':>11} {'calls/req':>9} "
+        f"{'+body/req':>10}"
+    )
     for scenario, config in builtin_scenarios().items():
+        if only and scenario != only:
+            continue
         results = []
         for use in (sizer, RemoteLike(sizer)):
             workload = make_workload(
@@ -122,13 +135,27 @@ def bench_scenarios(sizer: HFSizer, requests: int) -> None:
                 _exchange(workload)
             per_request_ms = (time.perf_counter() - start) / requests * 1000
             calls = (getattr(use, "calls", 0) - calls_before) / requests
-            results.append((prepare_s, per_request_ms, calls))
-        (prepare_s, local_ms, _), (_, remote_ms, calls) = results
-        print(f"{scenario:26} {prepare_s:8.2f}s {local_ms:8.2f}ms {remote_ms:9.2f}ms {calls:9.2f}")
+            start = time.perf_counter()
+            for _ in range(requests):
+                _exchange(workload, body=True)
+            with_body_ms = (time.perf_counter() - start) / requests * 1000
+            results.append((prepare_s, per_request_ms, calls, with_body_ms))
+        (prepare_s, local_ms, _, _), (_, remote_ms, calls, body_ms) = results
+        print(
+            f"{scenario:26} {prepare_s:8.2f}s {local_ms:8.2f}ms {remote_ms:9.2f}ms {calls:9.2f} "
+            f"{body_ms:8.2f}ms"
+        )
 
 
-def _exchange(workload) -> None:
+_CLIENT = StreamingClient("http://127.0.0.1:8000/v1")
+
+
+def _exchange(workload, body: bool = False) -> None:
     request = workload.next_request()
+    if body:
+        _CLIENT._encode(
+            CompletionRequest(endpoint="chat", model="m", max_tokens=64, messages=request.messages)
+        )
     reply = " " + "".join(itertools.islice(text.user_turn(text.seeded(request.request_id)), 4))
     workload.observe_reply(request, reply)
 
@@ -136,10 +163,19 @@ def _exchange(workload) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true", help="glibc's heap kept, as in Locust"
+    )
+    parser.add_argument(
+        "--only", default="", help="this scenario alone, in a process that did nothing else"
+    )
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        print(f"freed memory kept: {keep_freed_memory()}")
     sizer = HFSizer(train_tokenizer(), source="test BPE")
-    bench_document(sizer, repeat=3 if args.quick else 9)
-    bench_scenarios(sizer, requests=50 if args.quick else 300)
+    if not args.only:
+        bench_document(sizer, repeat=3 if args.quick else 9)
+    bench_scenarios(sizer, requests=50 if args.quick else 300, only=args.only)
 
 
 if __name__ == "__main__":
