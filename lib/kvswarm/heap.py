@@ -4,8 +4,9 @@ A long-context request allocates a few blocks of 100-200 kB (its prompt, the JSO
 the request's bytes) and frees them once it is sent. By default glibc gives the top of
 its heap back to the system as soon as more than 128 kB is free there, and maps blocks
 above its (moving) mmap threshold afresh, so each such request grew the heap again, page
-by freshly zeroed page: a LongContextHighReuseUser prompt and its body cost 0.21 ms of
-CPU, 0.08 ms with the memory kept (bench/README.md). `keep_freed_memory()` raises both
+by freshly zeroed page: in a process making only LongContextHighReuseUser's prompts and
+bodies, 0.21 ms of CPU per request, 0.08 ms with the memory kept (how much it matters
+depends on the heap's layout: bench/README.md, fifth pass). `keep_freed_memory()` raises both
 thresholds with glibc's `mallopt`: up to 32 MiB may stay free on the heap, and blocks
 under 8 MiB come from it. A process holds a few MiB more at most; nothing changes on
 other C libraries, or where the user set glibc's malloc variables or tunables.
