@@ -48,11 +48,12 @@ def test_pd_ttft_includes_prefill_transfer_and_first_decode_step(pd: RunningStac
     result = stream(pd.root_url, {"prompt": words(400), "max_tokens": 3}, "/v1/completions")
     prefill_s = float(result.headers["x-sim-prefill-ms"]) / 1000
     transfer_s = float(result.headers["x-sim-transfer-ms"]) / 1000
-    # Sleeps end late, never early: tight below, loose above.
-    assert 0.100 < prefill_s < 0.150
-    assert 0.099 < transfer_s < 0.150
+    # Sleeps end late, never early: tight below, loose above (a busy machine wakes any
+    # sleep late by tens of milliseconds; the upper bounds catch a cost counted twice).
+    assert 0.100 < prefill_s < 0.200
+    assert 0.099 < transfer_s < 0.200
     assert result.ttft_s >= prefill_s + transfer_s + 0.004
-    assert result.ttft_s < prefill_s + transfer_s + 0.080
+    assert result.ttft_s < prefill_s + transfer_s + 0.150
 
 
 def test_pd_decoder_cache_shrinks_the_transfer_of_a_repeated_prefix(pd: RunningStack) -> None:

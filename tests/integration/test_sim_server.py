@@ -113,11 +113,14 @@ def test_repeated_prefix_lowers_ttft_in_proportion_to_cached_share() -> None:
         hit = stream(sim.root_url, {**body, "prompt": shared + " " + words(80, "b")},
                      "/v1/completions")  # fmt: skip
     assert hit.usage["prompt_tokens_details"]["cached_tokens"] == 320
-    # 400 uncached tokens, then 80: 2 + 0.5 ms each. Sleeps end late, never early.
-    for result, expected_s in ((miss, 0.202), (hit, 0.042)):
-        prefill_s = float(result.headers["x-sim-prefill-ms"]) / 1000
-        assert expected_s - 0.002 < prefill_s < expected_s + 0.040
-        assert prefill_s <= result.ttft_s < prefill_s + 0.050
+    # 400 uncached tokens, then 80: 2 + 0.5 ms each. Sleeps end late, never early, so
+    # the lower bounds are tight; the upper ones only tell the hit from the miss, since a
+    # busy machine can wake any sleep late by tens of milliseconds.
+    miss_s, hit_s = (float(r.headers["x-sim-prefill-ms"]) / 1000 for r in (miss, hit))
+    assert 0.200 < miss_s < 0.400
+    assert 0.040 < hit_s < 0.200
+    for result, prefill_s in ((miss, miss_s), (hit, hit_s)):
+        assert prefill_s <= result.ttft_s < prefill_s + 0.150
 
 
 def test_cache_capacity_evicts_least_recently_used_prefix() -> None:
