@@ -10,7 +10,7 @@ from typing import Any
 
 import gevent
 
-from kvswarm.locust.drafting import DraftLane
+from kvswarm.locust.drafting import Draft, DraftLane
 
 SLICE_S = 0.001
 
@@ -51,7 +51,8 @@ def test_drafts_build_one_at_a_time_each_to_the_end() -> None:
     lane = DraftLane()
     log: list[str] = []
     drafts = [lane.submit(lambda n=n: sliced_build(lane.pause, 3, log, n)) for n in "abc"]
-    gevent.joinall([d.greenlet for d in drafts])
+    for draft in drafts:
+        draft.wait()
     assert log == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
     assert [lane.take(d) for d in drafts] == ["a", "b", "c"]
     assert lane.built_by_lane == 3
@@ -64,7 +65,8 @@ def test_a_draft_taken_before_the_lane_began_it_is_built_by_its_user_once() -> N
     second = lane.submit(lambda: sliced_build(lane.pause, 1, log, "second"))
     gevent.sleep(0)  # the lane begins the first; the second queues behind it
     assert lane.take(second) == "second"
-    gevent.joinall([first.greenlet, second.greenlet])
+    first.wait()
+    gevent.sleep(0)  # the lane comes to the second, already built, and skips it
     assert log.count("second") == 1
     assert (lane.built_by_lane, lane.built_by_taker) == (1, 1)
 
@@ -97,7 +99,8 @@ def test_drafts_in_the_lane_hold_the_loop_for_one_slice_where_spawned_drafts_hol
             gevent.sleep(SLICE_S)
             late.append((time.perf_counter() - asked - SLICE_S) * 1000)
         # Only these greenlets: others of the test session may run for ever.
-        gevent.joinall([getattr(d, "greenlet", d) for d in started])
+        for draft in started:
+            draft.wait() if isinstance(draft, Draft) else draft.join()
         return statistics.median(late)
 
     lane = DraftLane()
@@ -106,3 +109,45 @@ def test_drafts_in_the_lane_hold_the_loop_for_one_slice_where_spawned_drafts_hol
     pause = lambda: gevent.sleep(0)  # noqa: E731 (each draft in a greenlet of its own)
     spawned = lateness_ms(gevent.spawn)
     assert in_lane * 3 < spawned
+
+
+def test_one_greenlet_builds_every_draft_of_the_lane() -> None:
+    lane = DraftLane()
+    builders: list[gevent.Greenlet] = []
+    drafts = [lane.submit(lambda: builders.append(gevent.getcurrent())) for _ in range(5)]
+    for draft in drafts:
+        draft.wait()
+    later = lane.submit(lambda: builders.append(gevent.getcurrent()))
+    later.wait()
+    assert len(builders) == 6 and len(set(map(id, builders))) == 1
+
+
+def test_a_draft_that_fails_raises_for_its_taker() -> None:
+    lane = DraftLane()
+
+    def fail() -> str:
+        raise ValueError("no prompt")
+
+    draft = lane.submit(fail)
+    after = lane.submit(lambda: "next")
+    draft.wait()
+    try:
+        lane.take(draft)
+    except ValueError as exc:
+        assert str(exc) == "no prompt"
+    else:
+        raise AssertionError("the draft's error was not raised")
+    assert lane.take(after) == "next"  # the lane goes on
+
+
+def test_a_cancelled_draft_stops_at_its_next_pause() -> None:
+    lane = DraftLane()
+    log: list[str] = []
+    with busy_loop():
+        draft = lane.submit(lambda: sliced_build(lane.pause, 5, log, "d"))
+        gevent.sleep(0.02)  # one slice, then it waits for an idle loop
+        lane.cancel(draft)
+        assert draft.wait(timeout=5)
+    assert log == ["d"]
+    nxt = lane.submit(lambda: "next")
+    assert lane.take(nxt) == "next"

@@ -17,16 +17,22 @@ priority (yielding with `sleep(0)`), since the user's request is now waiting on 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import gevent
+from gevent.event import Event
 from gevent.hub import Waiter, get_hub
-from gevent.lock import BoundedSemaphore
 
 __all__ = ["Draft", "DraftLane"]
 
 T = TypeVar("T")
+
+
+class _Cancelled(BaseException):
+    """Raised at a pause of a draft whose user stopped: the lane drops it. (Not an
+    Exception, so that a build's own `except Exception` lets it through.)"""
 
 
 class Draft(Generic[T]):
@@ -36,14 +42,32 @@ class Draft(Generic[T]):
         self.build = build
         self.started = False  # the lane has begun building it
         self.taken = False  # its user asked for it (before or after the lane began)
-        self.greenlet: gevent.Greenlet | None = None
+        self.cancelled = False  # its user stopped: it will not be sent
+        self.done = Event()  # set when the lane is through with it (built, failed, dropped)
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the lane is through with it; whether it is."""
+        return self.done.wait(timeout)
+
+    def _result(self) -> T:
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
 
 
 class DraftLane:
-    """Builds drafts one at a time in the loop's spare time (see the module doc)."""
+    """Builds drafts one at a time in the loop's spare time (see the module doc).
+
+    One greenlet builds every draft, in the order they were submitted: a greenlet per
+    draft would cost its creation, a fresh frame stack (an mmap and munmap per request in
+    Python 3.11) and a turn at a lock for each of 50 users finishing together."""
 
     def __init__(self) -> None:
-        self._turn = BoundedSemaphore(1)
+        self._queue: deque[Draft] = deque()
+        self._work = Event()  # set while the queue may hold drafts to build
+        self._builder: gevent.Greenlet | None = None
         self._building: Draft | None = None
         self._parked: tuple[Waiter, object] | None = None  # the building draft, waiting
         self.built_by_lane = 0  # drafts the lane built (for tests)
@@ -52,7 +76,10 @@ class DraftLane:
     def submit(self, build: Callable[[], T]) -> Draft[T]:
         """Queue `build` for the lane; `take` the draft when it is needed."""
         draft: Draft[T] = Draft(build)
-        draft.greenlet = gevent.spawn(self._run, draft)
+        self._queue.append(draft)
+        self._work.set()
+        if self._builder is None or self._builder.dead:
+            self._builder = gevent.spawn(self._serve)
         return draft
 
     def take(self, draft: Draft[T]) -> T:
@@ -60,33 +87,44 @@ class DraftLane:
         built here and now if the lane has not begun it."""
         draft.taken = True
         if not draft.started:
-            if draft.greenlet is not None:
-                draft.greenlet.kill(block=False)
             self.built_by_taker += 1
-            return draft.build()
-        assert draft.greenlet is not None
+            return draft.build()  # the lane skips it when it comes to it
         if self._building is draft and self._parked is not None:
             self._unpark()
-        return draft.greenlet.get()
+        draft.done.wait()
+        return draft._result()
 
     def wait(self, draft: Draft, until_s: float) -> None:
         """Give the lane until `until_s` (monotonic) to build `draft` (a trace row's
         request, built while its send time comes)."""
-        if draft.greenlet is not None:
-            draft.greenlet.join(timeout=max(0.0, until_s - time.monotonic()))
+        draft.done.wait(timeout=max(0.0, until_s - time.monotonic()))
 
     def cancel(self, draft: Draft) -> None:
-        """Drop a draft that will not be sent (its user stopped)."""
+        """Drop a draft that will not be sent (its user stopped): skipped if queued,
+        stopped at its next pause if under way."""
         draft.taken = True
-        if draft.greenlet is not None:
-            draft.greenlet.kill(block=False)
+        draft.cancelled = True
+        if self._building is draft and self._parked is not None:
+            self._unpark()
+
+    def close(self) -> None:
+        """Stop the lane's greenlet (drafts still queued are not built)."""
+        if self._builder is not None:
+            self._builder.kill(block=True)
+            self._builder = None
 
     def pause(self) -> None:
         """Between two slices of a build: the lane's draft waits for the loop to be idle
         until its user needs it; any other build just yields."""
         building = self._building
-        if building is not None and not building.taken and building.greenlet is gevent.getcurrent():
+        if building is None or gevent.getcurrent() is not self._builder:
+            gevent.sleep(0)  # a user building its own draft
+        elif building.cancelled:
+            raise _Cancelled()
+        elif not building.taken:
             self._park()
+            if building.cancelled:
+                raise _Cancelled()
         else:
             gevent.sleep(0)
 
@@ -112,14 +150,28 @@ class DraftLane:
         # A Waiter is switched to from the hub.
         get_hub().loop.run_callback(waiter.switch, None)
 
-    def _run(self, draft: Draft[T]) -> T | None:
-        with self._turn:
+    def _serve(self) -> None:
+        """The lane's greenlet: build queued drafts, one at a time, for ever."""
+        queue = self._queue
+        while True:
+            while not queue:
+                self._work.clear()
+                self._work.wait()
+            draft = queue.popleft()
             if draft.taken:
-                return None  # its user built it (or dropped it) while it queued
-            draft.started = True
-            self._building = draft
-            try:
-                self.built_by_lane += 1
-                return draft.build()
-            finally:
-                self._building = None
+                continue  # its user built it (or dropped it) while it queued
+            self._build(draft)
+
+    def _build(self, draft: Draft) -> None:
+        draft.started = True
+        self._building = draft
+        try:
+            self.built_by_lane += 1
+            draft._value = draft.build()
+        except _Cancelled:
+            pass
+        except Exception as exc:  # the taker gets it, as if it had built the draft
+            draft._error = exc
+        finally:
+            self._building = None
+            draft.done.set()
