@@ -360,18 +360,19 @@ class StreamingClient:
         failures: the result's `failure` says which category, `error` what happened.
         Cancellation (GreenletExit, KeyboardInterrupt) propagates after closing."""
         self.request_sent = False
-        payload = self._encode(request)
+        head, content = self._encode(request)
         try:
             try:
-                return self._attempt(request, payload)
+                return self._attempt(request, head, content)
             except _StaleConnection:
                 self.close()
-                return self._attempt(request, payload)
+                return self._attempt(request, head, content)
         except BaseException:
             self.close()
             raise
 
-    def _encode(self, request: CompletionRequest) -> bytes:
+    def _encode(self, request: CompletionRequest) -> tuple[bytes, bytes]:
+        """The request's HTTP head and its JSON body."""
         body: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens}
         if request.endpoint == "chat":
             body["messages"] = list(request.messages)
@@ -394,9 +395,9 @@ class StreamingClient:
             lines.append(f"X-Request-Id: {request.request_id}")
         if self._api_key:
             lines.append(f"Authorization: Bearer {self._api_key}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + content
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), content
 
-    def _attempt(self, request: CompletionRequest, payload: bytes) -> StreamResult:
+    def _attempt(self, request: CompletionRequest, head: bytes, content: bytes) -> StreamResult:
         result = self._result = StreamResult(streamed=request.stream)
         self._response = response = _Response()
         self._parser = response.parser = httptools.HttpResponseParser(response)
@@ -410,7 +411,7 @@ class StreamingClient:
             self._deadline = result.start + self.timeouts.ttft_s
             self._deadline_category = "timeout_ttft"
             self._end_by = result.start + self.timeouts.total_s
-            self._send(payload)
+            self._send(head, content)
             self._read_response(request, result)
             if not response.complete or not response.keep_alive:
                 self.close()
@@ -483,13 +484,16 @@ class StreamingClient:
             self._readable = gevent.get_hub().loop.io(sock.fileno(), 1)
         self._drained = False
 
-    def _send(self, payload: bytes) -> None:
+    def _send(self, head: bytes, content: bytes) -> None:
         sock = self._sock
         assert sock is not None
         try:
             sock.settimeout(self.timeouts.connect_s)
             self.request_sent = True
-            sock.sendall(payload)
+            if len(content) < _GATHER_FROM_BYTES or not _can_gather(sock):
+                sock.sendall(head + content)
+            else:
+                _send_gathered(sock, head, content)
             if self._watchdog is not None:
                 sock.settimeout(None)
         except OSError as exc:
@@ -795,6 +799,27 @@ def _is_gevent_socket(sock: object) -> bool:
     """A cooperative socket (Locust's processes, monkey-patched): its waits can be
     interrupted by a timer."""
     return isinstance(sock, gevent.socket.socket)
+
+
+# A body at least this long goes out beside its head (`sendmsg`), not joined to it: a long
+# context is 100-200 kB, and joining copies all of it once more per request.
+_GATHER_FROM_BYTES = 16 * 1024
+
+
+def _can_gather(sock: socket.socket) -> bool:
+    """Whether `sock` can send a head and a body from two buffers (not under TLS)."""
+    return hasattr(sock, "sendmsg") and not isinstance(sock, ssl.SSLSocket)
+
+
+def _send_gathered(sock: socket.socket, head: bytes, content: bytes) -> None:
+    """Send `head` then `content` in one system call where the socket takes them whole;
+    what it did not take goes after, as `sendall` would send it."""
+    sent = sock.sendmsg((head, content))
+    if sent < len(head):
+        sock.sendall(memoryview(head)[sent:])
+        sent = len(head)
+    if sent - len(head) < len(content):
+        sock.sendall(memoryview(content)[sent - len(head) :])
 
 
 def _still_open(sock: socket.socket) -> bool:

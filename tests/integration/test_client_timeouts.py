@@ -36,7 +36,8 @@ def token(text: str, finish: str | None = None) -> bytes:
 END = event(b"[DONE]") + b"0\r\n\r\n"
 
 
-def read_request(sock) -> None:
+def read_request(sock) -> bytes:
+    """Read one request; its body."""
     data = b""
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
@@ -44,6 +45,11 @@ def read_request(sock) -> None:
     length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
     while len(body) < length:
         body += sock.recv(65536)
+    return body
+
+
+# Every request body the test servers read, in order.
+received: list[bytes] = []
 
 
 def serve(script):
@@ -51,7 +57,7 @@ def serve(script):
 
     def handle(sock, _address) -> None:
         try:
-            read_request(sock)
+            received.append(read_request(sock))
             script(sock)
         except OSError:
             pass
@@ -185,3 +191,52 @@ def test_a_stream_waits_for_its_tokens_before_reading_them(server_for) -> None:
         result = streaming.complete(REQUEST)
         assert result.ok and result.text_chunks == 20, result.error
     assert [sock.empty_reads for sock in sockets] == [1] * len(sockets)
+
+
+class PartialSender(gevent.socket.socket):
+    """A cooperative socket whose gathered sends take at most `cap` bytes, as a full send
+    buffer does; records how many it took."""
+
+    cap: int
+    gathered: list[int]
+
+    def sendmsg(self, buffers, *args):
+        taken = super().send(b"".join(buffers)[: self.cap])
+        self.gathered.append(taken)
+        return taken
+
+
+@pytest.mark.parametrize(
+    ("prompt_chars", "cap"),
+    [(500, 1000), (40_000, 1000), (200_000, 1000), (200_000, 50)],  # 50: inside the head
+)
+def test_a_request_body_arrives_whole_however_the_socket_takes_it(
+    server_for, prompt_chars: int, cap: int
+) -> None:
+    """A long body goes out beside its head, not joined to it; whatever part of them one
+    send takes, the rest follows."""
+    sockets: list[PartialSender] = []
+
+    def connect(address: tuple[str, int], timeout: float) -> PartialSender:
+        sock = PartialSender()
+        sock.cap, sock.gathered = cap, []
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sockets.append(sock)
+        return sock
+
+    prompt = "word " * (prompt_chars // 5)
+    request = CompletionRequest(
+        endpoint="chat", model="m", max_tokens=4, messages=[{"role": "user", "content": prompt}]
+    )
+    received.clear()
+    url = server_for(lambda sock: sock.sendall(HEAD + token("ok", "stop") + END))
+    # A body cut short would leave the server waiting: the TTFT limit ends that.
+    limits = Timeouts(connect_s=2, ttft_s=5)
+    result = StreamingClient(url, timeouts=limits, connector=connect).complete(request)
+    assert result.ok, result.error
+    (body,) = received
+    assert orjson.loads(body)["messages"] == [{"role": "user", "content": prompt}]
+    (sock,) = sockets
+    # Short bodies are joined to their head and sent whole; long ones are gathered.
+    assert sock.gathered == ([] if prompt_chars < 16_000 else [cap])
