@@ -17,13 +17,13 @@ priority (yielding with `sleep(0)`), since the user's request is now waiting on 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import gevent
-from gevent.event import Event
+from gevent.event import AsyncResult
 from gevent.hub import Waiter, get_hub
+from gevent.queue import Queue
 
 __all__ = ["Draft", "DraftLane"]
 
@@ -43,18 +43,13 @@ class Draft(Generic[T]):
         self.started = False  # the lane has begun building it
         self.taken = False  # its user asked for it (before or after the lane began)
         self.cancelled = False  # its user stopped: it will not be sent
-        self.done = Event()  # set when the lane is through with it (built, failed, dropped)
-        self._value: T | None = None
-        self._error: BaseException | None = None
+        # Ready when the lane is through with it: its value, its error, or None if dropped.
+        self.result: AsyncResult = AsyncResult()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the lane is through with it; whether it is."""
-        return self.done.wait(timeout)
-
-    def _result(self) -> T:
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
+        self.result.wait(timeout)
+        return self.result.ready()
 
 
 class DraftLane:
@@ -65,8 +60,7 @@ class DraftLane:
     Python 3.11) and a turn at a lock for each of 50 users finishing together."""
 
     def __init__(self) -> None:
-        self._queue: deque[Draft] = deque()
-        self._work = Event()  # set while the queue may hold drafts to build
+        self._queue: Queue = Queue()
         self._builder: gevent.Greenlet | None = None
         self._building: Draft | None = None
         self._parked: tuple[Waiter, object] | None = None  # the building draft, waiting
@@ -76,8 +70,7 @@ class DraftLane:
     def submit(self, build: Callable[[], T]) -> Draft[T]:
         """Queue `build` for the lane; `take` the draft when it is needed."""
         draft: Draft[T] = Draft(build)
-        self._queue.append(draft)
-        self._work.set()
+        self._queue.put(draft)
         if self._builder is None or self._builder.dead:
             self._builder = gevent.spawn(self._serve)
         return draft
@@ -91,13 +84,12 @@ class DraftLane:
             return draft.build()  # the lane skips it when it comes to it
         if self._building is draft and self._parked is not None:
             self._unpark()
-        draft.done.wait()
-        return draft._result()
+        return draft.result.get()
 
     def wait(self, draft: Draft, until_s: float) -> None:
         """Give the lane until `until_s` (monotonic) to build `draft` (a trace row's
         request, built while its send time comes)."""
-        draft.done.wait(timeout=max(0.0, until_s - time.monotonic()))
+        draft.wait(timeout=max(0.0, until_s - time.monotonic()))
 
     def cancel(self, draft: Draft) -> None:
         """Drop a draft that will not be sent (its user stopped): skipped if queued,
@@ -106,12 +98,6 @@ class DraftLane:
         draft.cancelled = True
         if self._building is draft and self._parked is not None:
             self._unpark()
-
-    def close(self) -> None:
-        """Stop the lane's greenlet (drafts still queued are not built)."""
-        if self._builder is not None:
-            self._builder.kill(block=True)
-            self._builder = None
 
     def pause(self) -> None:
         """Between two slices of a build: the lane's draft waits for the loop to be idle
@@ -152,12 +138,8 @@ class DraftLane:
 
     def _serve(self) -> None:
         """The lane's greenlet: build queued drafts, one at a time, for ever."""
-        queue = self._queue
         while True:
-            while not queue:
-                self._work.clear()
-                self._work.wait()
-            draft = queue.popleft()
+            draft = self._queue.get()
             if draft.taken:
                 continue  # its user built it (or dropped it) while it queued
             self._build(draft)
@@ -167,11 +149,10 @@ class DraftLane:
         self._building = draft
         try:
             self.built_by_lane += 1
-            draft._value = draft.build()
+            draft.result.set(draft.build())
         except _Cancelled:
-            pass
+            draft.result.set(None)
         except Exception as exc:  # the taker gets it, as if it had built the draft
-            draft._error = exc
+            draft.result.set_exception(exc)
         finally:
             self._building = None
-            draft.done.set()
