@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from kvswarm.childproc import free_port
 from kvswarm.errors import KvswarmError
 from kvswarm.interrupts import Interrupted, pass_on
 from kvswarm.locust.naming import user_class_name
@@ -119,12 +119,6 @@ def _kvswarm_locust(config: Path | None) -> list[str]:
     return [sys.executable, "-m", "kvswarm.cli", "locust", "-f", locustfile(), *chosen]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def count_rows(csv_path: Path) -> int:
     """Data rows of a CSV file written so far (0 when there is none yet)."""
     try:
@@ -149,7 +143,7 @@ def run_headless(run: HeadlessRun, label: str) -> int:
     process of the run, which closes its run as interrupted by it, before `Interrupted`
     goes on up."""
     run.locust_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port() if run.workers else None
+    port = free_port() if run.workers else None
     with open(run.log_path, "w", encoding="utf-8") as log:
         master = _start(run.command(port), log)
         workers = [_start_worker(run, port, n) for n in range(1, run.workers + 1)] if port else []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# a TCP port free on loopback now, for a process the test starts next (re-exported)
+from kvswarm.childproc import free_port as free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now (for a process the test starts next)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
+from kvswarm.childproc import serve_until, stopped_by_signals
 from kvswarm.errors import KvswarmError
 from kvswarm.llamacpp.build import DEFAULT_JOBS, LLAMA_CPP_BUILD, build_root, ensure_llama_server
 from kvswarm.llamacpp.server import (
@@ -152,27 +151,21 @@ def run(args: argparse.Namespace) -> int:
     )
     spec = TinyModelSpec(context_length=args.context_length, seed=args.seed)
     model = _model_path(args.model)
-    stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in _SIGNALS}
-    try:
+    with stopped_by_signals() as stopping:
         server = start_llama_server(options, model=model, model_spec=spec, binary=build.binary)
         with server:
             print(describe_json(server) if args.print_json else banner(server), flush=True)
-            while not stopping.wait(0.5):
-                if not server.running:
-                    raise KvswarmError(
-                        f"llama-server exited with code {server.process.returncode} "
-                        f"(log: {server.log_path})"
-                    )
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            serve_until(
+                stopping,
+                lambda: server.running,
+                lambda: (
+                    f"llama-server exited with code {server.process.returncode} "
+                    f"(log: {server.log_path})"
+                ),
+            )
     if not args.print_json:
         print("kvswarm engine llamacpp: stopped", flush=True)
     return 0
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _model_path(path: str | None) -> Path | None:

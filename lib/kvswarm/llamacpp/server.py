@@ -13,29 +13,25 @@ prompt it served, which is llama.cpp's per-slot prompt cache (see docs/llamacpp.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
-import os
 import shlex
-import signal
-import socket
 import subprocess
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kvswarm.childproc import (
+    die_with_parent,
+    log_file,
+    start_on_free_port,
+    wait_healthy,
+)
 from kvswarm.errors import KvswarmError
 from kvswarm.llamacpp.build import ensure_llama_server
 from kvswarm.llamacpp.tinymodel import TinyModelSpec, ensure_tiny_model
 from kvswarm.server_handle import ServerProcess
 
 DEFAULT_ALIAS = "kvswarm-tiny-llama"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -116,36 +112,16 @@ def start_llama_server(
         if spec.context_length < options.ctx_per_slot:
             spec = dataclasses.replace(spec, context_length=options.ctx_per_slot)
         model = ensure_tiny_model(spec)
-    temporary_log = log_path is None
-    if log_path is None:
-        handle, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
-        os.close(handle)
-        log_path = Path(name)
-    attempts = 3 if options.port == 0 else 1  # a free port can be taken before we bind it
-    for attempt in range(attempts):
-        port = options.port or free_port(options.host)
-        server = _spawn(binary, model, options, port, log_path)
-        try:
-            _wait_ready(server, ready_timeout_s)
-            server.remove_log_on_stop = temporary_log  # kept when start-up fails
-            return server
-        except _PortTaken:
-            server.stop()
-            if attempt == attempts - 1:
-                raise KvswarmError(
-                    f"llama-server could not listen on {options.host}:{port}: port in use"
-                ) from None
-        except BaseException:
-            server.stop()
-            raise
-    raise AssertionError("unreachable")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `host` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    log_path, temporary_log = log_file(log_path, "llama-server-")
+    server = start_on_free_port(
+        "llama-server",
+        options.host,
+        options.port,
+        lambda port: _spawn(binary, model, options, port, log_path),
+        lambda server: _wait_ready(server, ready_timeout_s),
+    )
+    server.remove_log_on_stop = temporary_log  # kept when start-up fails
+    return server
 
 
 def server_command(binary: Path, model: Path, options: LlamaServerOptions, port: int) -> list[str]:
@@ -176,10 +152,6 @@ def server_command(binary: Path, model: Path, options: LlamaServerOptions, port:
     return command + list(options.extra_args)
 
 
-class _PortTaken(Exception):
-    pass
-
-
 def _spawn(
     binary: Path, model: Path, options: LlamaServerOptions, port: int, log_path: Path
 ) -> LlamaServer:
@@ -195,46 +167,13 @@ def _spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(),
         )
     return LlamaServer(process, options.host, port, model, tuple(command), log_path, options)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux for SIGKILL when the parent dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _wait_ready(server: LlamaServer, timeout_s: float) -> None:
-    """Poll GET /health until 200; raise if the process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    url = f"{server.base_url}/health"
-    while time.monotonic() < deadline:
-        if not server.running:
-            tail = server.log_tail(40)
-            if "couldn't bind" in tail:
-                raise _PortTaken()
-            last = tail.splitlines()[-1] if tail else "no output"
-            raise KvswarmError(
-                f"llama-server exited with code {server.process.returncode} before it was "
-                f"ready: {last} (log: {server.log_path})"
-            )
-        if _health_ok(url):
-            return
-        time.sleep(0.1)
-    raise KvswarmError(
-        f"llama-server was not ready within {timeout_s:.0f} s (log: {server.log_path})"
-    )
-
-
-def _health_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False  # not listening yet, or 503 while the model loads
+    wait_healthy(server, "llama-server", f"{server.base_url}/health", timeout_s, "couldn't bind")
 
 
 def command_line(server: LlamaServer) -> str:
@@ -247,7 +186,6 @@ __all__ = [
     "LlamaServer",
     "LlamaServerOptions",
     "command_line",
-    "free_port",
     "server_command",
     "start_llama_server",
 ]

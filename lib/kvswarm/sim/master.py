@@ -10,7 +10,6 @@ The master is ready when its metrics page answers (about a second after start).
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
 import shutil
@@ -22,9 +21,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from kvswarm.childproc import die_with_parent, free_port
 from kvswarm.errors import KvswarmError
-
-_PR_SET_PDEATHSIG = 1
 
 
 def master_binary() -> str | None:
@@ -54,20 +52,6 @@ def check_port_free(host: str, port: int, what: str) -> None:
             raise KvswarmError(
                 f"sim {what}: port {port} on {host} is already in use ({exc.strerror})"
             ) from None
-
-
-def free_port(host: str) -> int:
-    """A port that was free a moment ago (for processes that cannot take port 0)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    # If the sim is killed outright, the kernel stops the master too.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class MooncakeMaster:
@@ -111,7 +95,8 @@ class MooncakeMaster:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                # If the sim is killed outright, the kernel stops the master too.
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         self._wait_ready(timeout_s)
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
+from kvswarm.childproc import serve_until, stopped_by_signals
 from kvswarm.errors import KvswarmError
 from kvswarm.llamacpp.tinymodel import models_dir
 from kvswarm.vllm.install import VLLM_DISTRIBUTION, VLLM_VERSION, ensure_vllm, install_root
@@ -174,9 +173,7 @@ def run(args: argparse.Namespace) -> int:
         model = ensure_tiny_qwen(
             install.python, TinyQwenSpec(context_length=context, seed=args.seed)
         )
-    stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in _SIGNALS}
-    try:
+    with stopped_by_signals() as stopping:
         if not args.print_json:
             print(f"kvswarm engine vllm: starting vLLM {install.version} (about a minute)")
         server = start_vllm_server(
@@ -184,21 +181,16 @@ def run(args: argparse.Namespace) -> int:
         )
         with server:
             print(describe_json(server) if args.print_json else banner(server), flush=True)
-            while not stopping.wait(0.5):
-                if not server.running:
-                    raise KvswarmError(
-                        f"vLLM exited with code {server.process.returncode} "
-                        f"(log: {server.log_path})"
-                    )
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            serve_until(
+                stopping,
+                lambda: server.running,
+                lambda: (
+                    f"vLLM exited with code {server.process.returncode} (log: {server.log_path})"
+                ),
+            )
     if not args.print_json:
         print("kvswarm engine vllm: stopped", flush=True)
     return 0
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 # Options of the single server that --pd has no use for.
@@ -225,19 +217,16 @@ def run_pd(args: argparse.Namespace) -> int:
         ready_timeout_s=args.ready_timeout,
     )
     log_dir = Path(args.log_dir).expanduser() if args.log_dir else None
-    stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in _SIGNALS}
-    try:
+    with stopped_by_signals() as stopping:
         if not args.print_json:
             print(f"kvswarm engine vllm --pd: starting vLLM {install.version} twice (a minute)")
         with start_vllm_pd(log_dir, options, install=install) as stack:
             print(pd_json(stack) if args.print_json else pd_banner(stack), flush=True)
-            while not stopping.wait(0.5):
-                if not stack.running:
-                    raise KvswarmError(f"the vLLM PD stack stopped (logs: {stack.log_dir})")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            serve_until(
+                stopping,
+                lambda: stack.running,
+                lambda: f"the vLLM PD stack stopped (logs: {stack.log_dir})",
+            )
     if not args.print_json:
         print("kvswarm engine vllm --pd: stopped", flush=True)
     return 0

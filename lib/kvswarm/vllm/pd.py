@@ -38,8 +38,6 @@ start-up takes 30-60 s on a busy 2-core machine (both instances start at once).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import selectors
@@ -57,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+from kvswarm.childproc import die_with_parent
 from kvswarm.errors import KvswarmError
 from kvswarm.server_handle import ServerHandle
 from kvswarm.sim.master import MooncakeMaster, master_binary
@@ -418,7 +417,7 @@ def _start_proxy(stack: VllmPdStack, timeout_s: float = 60.0) -> None:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
     assert stack.proxy.stdout is not None
     line = _read_line(stack.proxy.stdout, timeout_s)
@@ -428,12 +427,6 @@ def _start_proxy(stack: VllmPdStack, timeout_s: float = 60.0) -> None:
             f"the PD proxy did not start (exit {code}; log: {stack.log_dir / 'proxy.log'})"
         )
     stack.proxy_url = json.loads(line)["url"]
-
-
-def _die_with_parent() -> None:
-    """In the proxy before exec: SIGTERM when the process that started it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _read_line(stream: IO[bytes], timeout_s: float) -> bytes:

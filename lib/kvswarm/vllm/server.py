@@ -16,22 +16,17 @@ rather than `vllm serve` (see `kvswarm.vllm.install`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shlex
 import signal
 import subprocess
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from kvswarm.childproc import die_with_parent, log_file, start_on_free_port, wait_healthy
 from kvswarm.errors import KvswarmError
-from kvswarm.llamacpp.server import free_port
 from kvswarm.server_handle import ServerProcess
 from kvswarm.vllm.install import ensure_vllm
 from kvswarm.vllm.tinymodel import TinyQwenSpec, ensure_tiny_qwen
@@ -46,7 +41,6 @@ __all__ = [
 ]
 
 DEFAULT_MODEL_NAME = "tiny"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -127,35 +121,22 @@ def start_vllm_server(
     `python` defaults to the cached vLLM venv's (installed now if this machine has none),
     `model` to the tiny generated model for `model_spec`. The server's output goes to
     `log_path` (default: a temporary file, removed by `stop()` unless start-up failed).
-    Raises `KvswarmError`, with the log's last lines, if the server exits or is not ready
+    Raises `KvswarmError`, with the log's last line, if the server exits or is not ready
     within `ready_timeout_s`.
     """
     options = options or VllmServerOptions()
     python = python or ensure_vllm().python
     model = model or ensure_tiny_qwen(python, model_spec)
-    temporary_log = log_path is None
-    if log_path is None:
-        handle, name = tempfile.mkstemp(prefix="vllm-server-", suffix=".log")
-        os.close(handle)
-        log_path = Path(name)
-    attempts = 3 if options.port == 0 else 1  # a free port can be taken before we bind it
-    for attempt in range(attempts):
-        port = options.port or free_port(options.host)
-        server = _spawn(python, model, options, port, log_path)
-        try:
-            _wait_ready(server, ready_timeout_s)
-            server.remove_log_on_stop = temporary_log  # kept when start-up fails
-            return server
-        except _PortTaken:
-            server.stop()
-            if attempt == attempts - 1:
-                raise KvswarmError(
-                    f"vLLM could not listen on {options.host}:{port}: port in use"
-                ) from None
-        except BaseException:
-            server.stop()
-            raise
-    raise AssertionError("unreachable")
+    log_path, temporary_log = log_file(log_path, "vllm-server-")
+    server = start_on_free_port(
+        "vLLM",
+        options.host,
+        options.port,
+        lambda port: _spawn(python, model, options, port, log_path),
+        lambda server: _wait_ready(server, ready_timeout_s),
+    )
+    server.remove_log_on_stop = temporary_log  # kept when start-up fails
+    return server
 
 
 def server_command(python: Path, model: Path, options: VllmServerOptions, port: int) -> list[str]:
@@ -194,10 +175,6 @@ def server_environment(options: VllmServerOptions, base: dict[str, str]) -> dict
     return env
 
 
-class _PortTaken(Exception):
-    pass
-
-
 def _spawn(
     python: Path, model: Path, options: VllmServerOptions, port: int, log_path: Path
 ) -> VllmServer:
@@ -213,48 +190,14 @@ def _spawn(
             # Its own process group, so stop() reaches the engine-core child too, and
             # Ctrl-C reaches us first and we stop the server in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(),
         )
     return VllmServer(process, options.host, port, model, tuple(command), log_path, options)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux for SIGKILL when the parent dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _wait_ready(server: VllmServer, timeout_s: float) -> None:
-    """Poll GET /health until 200; raise if the process exits or time runs out."""
-    started = time.monotonic()
-    deadline = started + timeout_s
     url = f"{server.base_url}/health"
-    while time.monotonic() < deadline:
-        if not server.running:
-            tail = server.log_tail(40)
-            if "Address already in use" in tail:
-                raise _PortTaken()
-            raise KvswarmError(
-                f"vLLM exited with code {server.process.returncode} before it was ready "
-                f"(log: {server.log_path}); its last lines:\n{server.log_tail(15)}"
-            )
-        if _health_ok(url):
-            server.startup_s = time.monotonic() - started
-            return
-        time.sleep(0.25)
-    raise KvswarmError(
-        f"vLLM was not ready within {timeout_s:.0f} s (log: {server.log_path}); "
-        f"its last lines:\n{server.log_tail(15)}"
-    )
-
-
-def _health_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False  # not listening yet
+    server.startup_s = wait_healthy(server, "vLLM", url, timeout_s, "Address already in use")
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
