@@ -1,12 +1,13 @@
 """A load generator that checks itself: its event loop's lag and its CPU use.
 
 Every Locust process of a test (standalone, master, each worker) runs one `LoopProbe`: a
-greenlet that sleeps `PROBE_INTERVAL_S` and records how late it woke up, in an HDR
-histogram. A loop held by other work (a CPU-bound prompt build, a burst of reporting, a
-process waiting for a core) wakes it late, and every stream's receive timestamps are late
-by as much; so the lag is what the load generator adds to TTFT and ITL. With the lag the
-probe reports the process's user+system CPU over the same window (the measured window:
-it restarts its counters when the warm-up ends). run.json's `load_generator` holds one
+greenlet that sleeps `PROBE_INTERVAL_S` (a master: `MASTER_PROBE_INTERVAL_S`) and records
+how late it woke up, in an HDR histogram. A loop held by other work (a CPU-bound prompt
+build, a burst of reporting, a process waiting for a core) wakes it late, and every
+stream's receive timestamps are late by as much; so the lag is what the load generator
+adds to TTFT and ITL. With the lag the probe reports the process's user+system CPU over
+the same window (the measured window: it restarts its counters when the warm-up ends).
+run.json's `load_generator` holds one
 `kvswarm.runrecord.ProcessLoad` per process; the summary warns when one distorts timing.
 """
 
@@ -21,9 +22,13 @@ from hdrh.histogram import HdrHistogram
 
 from kvswarm.runrecord import ProcessLoad
 
-__all__ = ["PROBE_INTERVAL_S", "LoopProbe"]
+__all__ = ["MASTER_PROBE_INTERVAL_S", "PROBE_INTERVAL_S", "LoopProbe"]
 
 PROBE_INTERVAL_S = 0.05
+# A master times no stream: its lag matters at the scale of heartbeats and the run-time
+# limit. Waking an idle process costs 0.1-0.2 ms of CPU on the machines measured
+# (bench/README.md), so twenty probes a second were a third of a master's CPU.
+MASTER_PROBE_INTERVAL_S = 0.25
 _HIGHEST_US = 600_000_000  # ten minutes
 
 

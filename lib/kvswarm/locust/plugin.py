@@ -67,7 +67,7 @@ from kvswarm.locust.batches import RecordBatch
 from kvswarm.locust.binding import bind, plugin_of
 from kvswarm.locust.clock import ClockOffset, answer_clock_pings
 from kvswarm.locust.events import KvswarmEvents
-from kvswarm.locust.loopprobe import LoopProbe
+from kvswarm.locust.loopprobe import MASTER_PROBE_INTERVAL_S, PROBE_INTERVAL_S, LoopProbe
 from kvswarm.locust.options import (
     FLEET_WORKERS_OPTION,
     MEASURE_START_OPTION,
@@ -147,7 +147,7 @@ class KvswarmPlugin:
         self.run: RunDirectory | None = None
         self.server: ServerWindow | None = None
         self.summary_text = ""
-        self.probe = LoopProbe()
+        self.probe = LoopProbe(MASTER_PROBE_INTERVAL_S if self.is_master else PROBE_INTERVAL_S)
         self._ending: tuple[str, str] | None = None
         self._signal = ""
         self._timers: list[Any] = []
