@@ -27,7 +27,7 @@ __all__ = ["MASTER_PROBE_INTERVAL_S", "PROBE_INTERVAL_S", "LoopProbe"]
 PROBE_INTERVAL_S = 0.05
 # A master times no stream: its lag matters at the scale of heartbeats and the run-time
 # limit. Waking an idle process costs 0.1-0.2 ms of CPU on the machines measured
-# (bench/README.md), so twenty probes a second were a third of a master's CPU.
+# (bench/README.md), so twenty probes a second were most of a master's wake-ups.
 MASTER_PROBE_INTERVAL_S = 0.25
 _HIGHEST_US = 600_000_000  # ten minutes
 
