@@ -85,9 +85,14 @@ class PortTaken(Exception):
 
 
 def wait_healthy(
-    server: ServerProcess, name: str, url: str, timeout_s: float, bind_error: str
+    server: ServerProcess,
+    name: str,
+    url: str,
+    timeout_s: float,
+    bind_error: str,
+    poll_s: float = 0.1,
 ) -> float:
-    """Poll GET `url` until it answers 200 and return the seconds that took. Raises
+    """Poll GET `url` every `poll_s` until it answers 200; the seconds that took. Raises
     `PortTaken` when the server exited with `bind_error` in its log, and a one-line
     `KvswarmError` with the log's last line and path when it exited otherwise or was not
     ready within `timeout_s`."""
@@ -104,7 +109,7 @@ def wait_healthy(
             )
         if health_ok(url):
             return time.monotonic() - started
-        time.sleep(0.1)
+        time.sleep(poll_s)
     raise KvswarmError(
         f"{name} was not ready within {timeout_s:.0f} s: {_last_line(server.log_tail(40))} "
         f"(log: {server.log_path})"

@@ -7,8 +7,8 @@ build, a burst of reporting, a process waiting for a core) wakes it late, and ev
 stream's receive timestamps are late by as much; so the lag is what the load generator
 adds to TTFT and ITL. With the lag the probe reports the process's user+system CPU over
 the same window (the measured window: it restarts its counters when the warm-up ends).
-run.json's `load_generator` holds one
-`kvswarm.runrecord.ProcessLoad` per process; the summary warns when one distorts timing.
+run.json's `load_generator` holds one `kvswarm.runrecord.ProcessLoad` per process; the
+summary warns when one distorts timing.
 """
 
 from __future__ import annotations

@@ -17,11 +17,9 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from kvswarm.childproc import die_with_parent, free_port
+from kvswarm.childproc import die_with_parent, free_port, health_ok
 from kvswarm.errors import KvswarmError
 
 
@@ -119,11 +117,7 @@ class MooncakeMaster:
             time.sleep(0.05)
 
     def _metrics_answer(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.metrics_url, timeout=1.0) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return health_ok(self.metrics_url, timeout_s=1.0)
 
     def _log_tail(self) -> str:
         try:

@@ -21,8 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +30,7 @@ import gevent.event
 import orjson
 from prometheus_client import CollectorRegistry
 
+from kvswarm.childproc import health_ok
 from kvswarm.errors import KvswarmError
 from kvswarm.server_handle import ServerHandle
 from kvswarm.sim.engine import Backend, Engine, LocalBackend
@@ -399,12 +398,8 @@ def spawn_stack(
 def _wait_healthy(root_url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            with urllib.request.urlopen(root_url + "/health", timeout=2.0) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+        if health_ok(root_url + "/health"):
+            return
         if time.monotonic() > deadline:
             raise KvswarmError(f"{root_url}/health did not answer within {timeout_s:g} s")
         time.sleep(0.02)
