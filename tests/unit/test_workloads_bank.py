@@ -26,6 +26,23 @@ def test_a_drawn_body_is_exactly_its_target_in_the_tokenizers_own_count(bank, bp
         assert bpe_sizer.count(body) == target
 
 
+class WordSizer:
+    """A tokenizer of one token per word: sentences of 11-17 tokens, so no one or two of
+    them make 18-21 (the gap a two-sentence close fell into)."""
+
+    def count(self, text: str) -> int:
+        return len(text.split())
+
+
+@pytest.mark.parametrize("target", [22, 40, 280, 3990])
+def test_a_body_is_exact_where_no_one_or_two_sentences_close_the_gap(target):
+    words = CountedBank.counted(WordSizer(), text.sentence_bank())
+    assert words is not None
+    for seed in range(200):
+        body, tokens = words.draw(random.Random(seed), target)
+        assert tokens == target == len(body.split())
+
+
 def test_long_bodies_come_in_paragraphs_of_three_to_seven_sentences(bank):
     body, _ = bank.draw(random.Random(1), 4000)
     paragraphs = body.split(PARAGRAPH_BREAK)

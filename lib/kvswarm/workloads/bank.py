@@ -35,6 +35,9 @@ class CountedBank:
     tokens: tuple[int, ...]
     break_tokens: int  # what a paragraph break adds between two sentences
     by_tokens: dict[int, tuple[int, ...]]  # count -> indices of the sentences of that count
+    # reachable[n]: whether some sentences' counts sum to exactly n, for n up to the
+    # closing span (`_reachable`); the free draw stops inside it.
+    reachable: tuple[bool, ...]
 
     @classmethod
     def counted(cls, sizer: TokenSizer, sentences: Sequence[str]) -> CountedBank | None:
@@ -52,24 +55,21 @@ class CountedBank:
         for index, count in enumerate(tokens):
             by_tokens.setdefault(count, []).append(index)
         by_count = {count: tuple(indices) for count, indices in by_tokens.items()}
-        return cls(pieces, tuple(tokens), break_tokens, by_count)
-
-    @property
-    def longest(self) -> int:
-        return max(self.by_tokens)
+        return cls(pieces, tuple(tokens), break_tokens, by_count, _reachable(by_count))
 
     def draw(self, rng: random.Random, target: int) -> tuple[str, int]:
         """Sentences drawn with `rng`, in paragraphs of 3-7, `target` tokens long in all.
 
-        Exact whenever the target is at least the shortest sentence: the last one or two
-        sentences are chosen by their counts to close the gap. Returns (text, tokens).
+        Exact whenever some sentences' counts sum to the target (any target past a few
+        sentences' length): the last few sentences are chosen by their counts to close the
+        gap, each leaving a rest that others can still close. Returns (text, tokens).
         """
         parts: list[str] = []
         total = 0
         pieces, tokens, size = self.pieces, self.tokens, len(self.pieces)
         uniform = rng.random  # int(uniform() * n): a uniform pick at a third of randrange's cost
         in_paragraph, paragraph = 0, 3 + int(uniform() * 5)
-        closable = 2 * self.longest  # what the final one or two sentences can close
+        closable = len(self.reachable) - 1  # every rest the free draw leaves is closable
         # Draw freely while what is left is more than that.
         while target - total > closable:
             if in_paragraph >= paragraph and target - total - self.break_tokens > closable:
@@ -86,16 +86,30 @@ class CountedBank:
         return "".join(parts), total
 
     def _closing(self, rng: random.Random, left: int) -> list[int]:
-        """One or two sentences whose counts sum to `left` (the closest when none do)."""
+        """Sentences whose counts sum to `left`, each drawn among the counts that leave a
+        closable rest (the one closest to `left` when no sum makes it)."""
         if left <= 0:
             return []
-        exact = self.by_tokens.get(left)
-        if exact:
-            return [rng.choice(exact)]
         counts = sorted(self.by_tokens)
-        for first in rng.sample(counts, len(counts)):
-            second = self.by_tokens.get(left - first)
-            if second:
-                return [rng.choice(self.by_tokens[first]), rng.choice(second)]
-        closest = min(counts, key=lambda count: (abs(count - left), count))
-        return [rng.choice(self.by_tokens[closest])]
+        if not self.reachable[left]:
+            closest = min(counts, key=lambda count: (abs(count - left), count))
+            return [rng.choice(self.by_tokens[closest])]
+        chosen: list[int] = []
+        while left > 0:
+            count = rng.choice([c for c in counts if c <= left and self.reachable[left - c]])
+            chosen.append(rng.choice(self.by_tokens[count]))
+            left -= count
+        return chosen
+
+
+def _reachable(by_tokens: dict[int, tuple[int, ...]]) -> tuple[bool, ...]:
+    """Which totals up to four longest sentences some sentences' counts sum to exactly. Past
+    the first few sentences' worth every total is (counts of 11-17 words leave 18-21
+    unreachable, nothing from 22 on), so a free draw that stops within the last longest
+    sentence's worth of this span always leaves a rest the closing sentences can make."""
+    counts = sorted(by_tokens)
+    span = 4 * counts[-1]
+    reachable = [True] + [False] * span
+    for total in range(1, span + 1):
+        reachable[total] = any(c <= total and reachable[total - c] for c in counts)
+    return tuple(reachable)
