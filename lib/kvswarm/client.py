@@ -39,6 +39,7 @@ import orjson
 from kvswarm import __version__
 from kvswarm.errors import ConfigError
 from kvswarm.sse import event_data
+from kvswarm.textparts import Buffer, Text, encode_body
 from kvswarm.urls import api_url, check_url
 
 _RECV_SIZE = 65536
@@ -61,13 +62,14 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
-    """What to send. `endpoint` "chat" sends `messages`; "completions" sends `prompt`."""
+    """What to send. `endpoint` "chat" sends `messages`; "completions" sends `prompt`.
+    A text may come in parts (`kvswarm.textparts`): they are sent without being joined."""
 
     endpoint: str
     model: str
     max_tokens: int
-    messages: Sequence[Mapping[str, str]] = ()
-    prompt: str = ""
+    messages: Sequence[Mapping[str, Text]] = ()
+    prompt: Text = ""
     stream: bool = True
     # Further body fields (temperature, ignore_eos, ...), sent as given.
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -371,8 +373,8 @@ class StreamingClient:
             self.close()
             raise
 
-    def _encode(self, request: CompletionRequest) -> tuple[bytes, bytes]:
-        """The request's HTTP head and its JSON body."""
+    def _encode(self, request: CompletionRequest) -> tuple[bytes, Sequence[Buffer]]:
+        """The request's HTTP head and its JSON body (in buffers, see `encode_body`)."""
         body: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens}
         if request.endpoint == "chat":
             body["messages"] = list(request.messages)
@@ -382,14 +384,14 @@ class StreamingClient:
         if request.stream:
             body["stream_options"] = {"include_usage": True}
         body.update(request.extra)
-        content = orjson.dumps(body)
+        content = encode_body(body)
         lines = [
             f"POST {self.target.path(request.endpoint)} HTTP/1.1",
             f"Host: {self.target.host_header}",
             f"User-Agent: kvswarm/{__version__}",
             "Content-Type: application/json",
             f"Accept: {'text/event-stream' if request.stream else 'application/json'}",
-            f"Content-Length: {len(content)}",
+            f"Content-Length: {sum(map(len, content))}",
         ]
         if request.request_id:
             lines.append(f"X-Request-Id: {request.request_id}")
@@ -397,7 +399,9 @@ class StreamingClient:
             lines.append(f"Authorization: Bearer {self._api_key}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), content
 
-    def _attempt(self, request: CompletionRequest, head: bytes, content: bytes) -> StreamResult:
+    def _attempt(
+        self, request: CompletionRequest, head: bytes, content: Sequence[Buffer]
+    ) -> StreamResult:
         result = self._result = StreamResult(streamed=request.stream)
         self._response = response = _Response()
         self._parser = response.parser = httptools.HttpResponseParser(response)
@@ -484,16 +488,16 @@ class StreamingClient:
             self._readable = gevent.get_hub().loop.io(sock.fileno(), 1)
         self._drained = False
 
-    def _send(self, head: bytes, content: bytes) -> None:
+    def _send(self, head: bytes, content: Sequence[Buffer]) -> None:
         sock = self._sock
         assert sock is not None
         try:
             sock.settimeout(self.timeouts.connect_s)
             self.request_sent = True
-            if len(content) < _GATHER_FROM_BYTES or not _can_gather(sock):
-                sock.sendall(head + content)
+            if sum(map(len, content)) < _GATHER_FROM_BYTES or not _can_gather(sock):
+                sock.sendall(b"".join((head, *content)))
             else:
-                _send_gathered(sock, head, content)
+                _send_gathered(sock, (head, *content))
             if self._watchdog is not None:
                 sock.settimeout(None)
         except OSError as exc:
@@ -801,25 +805,26 @@ def _is_gevent_socket(sock: object) -> bool:
     return isinstance(sock, gevent.socket.socket)
 
 
-# A body at least this long goes out beside its head (`sendmsg`), not joined to it: a long
-# context is 100-200 kB, and joining copies all of it once more per request.
+# A body at least this long goes out as its buffers (`sendmsg`), not joined: a long context
+# is 100-200 kB, and joining copies all of it once more per request.
 _GATHER_FROM_BYTES = 16 * 1024
 
 
 def _can_gather(sock: socket.socket) -> bool:
-    """Whether `sock` can send a head and a body from two buffers (not under TLS)."""
+    """Whether `sock` can send from several buffers at once (not under TLS)."""
     return hasattr(sock, "sendmsg") and not isinstance(sock, ssl.SSLSocket)
 
 
-def _send_gathered(sock: socket.socket, head: bytes, content: bytes) -> None:
-    """Send `head` then `content` in one system call where the socket takes them whole;
+def _send_gathered(sock: socket.socket, buffers: Sequence[Buffer]) -> None:
+    """Send `buffers` in order, in one system call where the socket takes them whole;
     what it did not take goes after, as `sendall` would send it."""
-    sent = sock.sendmsg((head, content))
-    if sent < len(head):
-        sock.sendall(memoryview(head)[sent:])
-        sent = len(head)
-    if sent - len(head) < len(content):
-        sock.sendall(memoryview(content)[sent - len(head) :])
+    sent = sock.sendmsg(buffers)
+    for buffer in buffers:
+        if sent >= len(buffer):
+            sent -= len(buffer)
+            continue
+        sock.sendall(memoryview(buffer)[sent:])
+        sent = 0
 
 
 def _still_open(sock: socket.socket) -> bool:

@@ -19,6 +19,7 @@ from gevent.server import StreamServer
 
 import kvswarm.client
 from kvswarm.client import CompletionRequest, StreamingClient, Timeouts
+from kvswarm.textparts import JoinedText, SharedText, Text
 
 REQUEST = CompletionRequest(endpoint="chat", model="m", max_tokens=64, messages=[])
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -226,6 +227,53 @@ def test_a_request_body_arrives_whole_however_the_socket_takes_it(
         return sock
 
     prompt = "word " * (prompt_chars // 5)
+    body = _sent_through(server_for, connect, prompt)
+    assert orjson.loads(body)["messages"] == [{"role": "user", "content": prompt}]
+    (sock,) = sockets
+    # Short bodies are joined to their head and sent whole; long ones are gathered.
+    assert sock.gathered == ([] if prompt_chars < 16_000 else [cap])
+
+
+class SplitSender(PartialSender):
+    """A PartialSender whose one send ends in the middle of buffer number `where`."""
+
+    where: int
+
+    def sendmsg(self, buffers, *args):
+        self.cap = sum(map(len, buffers[: self.where])) + len(buffers[self.where]) // 2
+        return super().sendmsg(buffers, *args)
+
+
+# The buffers of the request below: its head, the JSON up to the text, the opening quote,
+# "tag", the document, the question, the closing quote, the rest of the JSON.
+@pytest.mark.parametrize("where", [0, 4, 5], ids=["head", "document", "question"])
+def test_a_prompt_in_parts_arrives_as_the_json_of_the_whole_text(server_for, where: int) -> None:
+    """A long document shared by requests goes out as its own buffer between the JSON
+    before it and the question after it; however much of them one send takes, the server
+    reads the body of the joined text."""
+    sockets: list[SplitSender] = []
+
+    def connect(address: tuple[str, int], timeout: float) -> SplitSender:
+        sock = SplitSender()
+        sock.where, sock.gathered = where, []
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sockets.append(sock)
+        return sock
+
+    document = SharedText('a "quoted" line\n' * 10_000)  # 190 kB of JSON, escapes and all
+    prompt = JoinedText(("tag\n\n", document, "\n\nWhat does it say?"))
+    body = _sent_through(server_for, connect, prompt)
+    assert body == orjson.dumps(
+        {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": str(prompt)}]}
+        | {"stream": True, "stream_options": {"include_usage": True}}
+    )
+    (sock,) = sockets
+    assert sock.gathered == [sock.cap]
+
+
+def _sent_through(server_for, connect, prompt: Text) -> bytes:
+    """The body a server received for a chat request of `prompt` sent with `connect`."""
     request = CompletionRequest(
         endpoint="chat", model="m", max_tokens=4, messages=[{"role": "user", "content": prompt}]
     )
@@ -236,7 +284,4 @@ def test_a_request_body_arrives_whole_however_the_socket_takes_it(
     result = StreamingClient(url, timeouts=limits, connector=connect).complete(request)
     assert result.ok, result.error
     (body,) = received
-    assert orjson.loads(body)["messages"] == [{"role": "user", "content": prompt}]
-    (sock,) = sockets
-    # Short bodies are joined to their head and sent whole; long ones are gathered.
-    assert sock.gathered == ([] if prompt_chars < 16_000 else [cap])
+    return body

@@ -37,7 +37,7 @@ for scenario, fields in configs.items():
     out[scenario] = {
         "items": [[it.prefix_id, it.tokens, hashlib.sha256(it.text.encode()).hexdigest()]
                   for it in items],
-        "requests": [workload.next_request().prompt for _ in range(5)],
+        "requests": [str(workload.next_request().prompt) for _ in range(5)],
     }
 print(json.dumps(out))
 """
@@ -73,7 +73,7 @@ def test_different_workers_and_users_never_produce_the_same_prompt(build_workloa
         for _ in range(40):
             request = workload.next_request()
             workload.observe_reply(request, reply_to(request))
-            prompts.append(request.prompt)
+            prompts.append(str(request.prompt))
     assert len(set(prompts)) == len(prompts)
 
 
@@ -87,10 +87,11 @@ def test_workers_share_prefixes_but_not_the_text_after_them(build_workload, scen
     item = a.pool.item(0)
     ra = next(r for r in iter(a.next_request, None) if r.prefix_id == item.prefix_id)
     rb = next(r for r in iter(b.next_request, None) if r.prefix_id == item.prefix_id)
-    common = len(_common_prefix(ra.prompt, rb.prompt))
+    pa, pb = str(ra.prompt), str(rb.prompt)
+    common = len(_common_prefix(pa, pb))
     # identical through the shared prefix (and the separator or turn marker after it),
     # then different within the first characters of the tag
-    assert ra.prompt.startswith(item.text)
+    assert pa.startswith(item.text)
     assert len(item.text) <= common < len(item.text) + 16
 
 
@@ -105,7 +106,8 @@ def test_another_run_makes_other_designed_misses(build_workload, bpe_tokenizer, 
     """A second run against the same server must miss where the first missed."""
     runs = [build_workload(scenario, run_id=run_id) for run_id in ("run-1", "run-2")]
     misses = [
-        [r.prompt for r in (w.next_request() for _ in range(100)) if not r.prefix_id] for w in runs
+        [str(r.prompt) for r in (w.next_request() for _ in range(100)) if not r.prefix_id]
+        for w in runs
     ]
     assert all(len(m) >= 5 for m in misses)
     heads = [{prompt[:64] for prompt in m} for m in misses]
@@ -157,7 +159,7 @@ def test_cold_start_prompts_share_no_16_token_prefix_block(build_workload, bpe_t
     for worker, user in itertools.product(("w1", "w2"), range(3)):
         workload = build_workload("cold_start", worker_id=worker, user_id=user)
         for _ in range(60):
-            ids = bpe_tokenizer.encode(workload.next_request().prompt).ids
+            ids = bpe_tokenizer.encode(str(workload.next_request().prompt)).ids
             first_blocks.add(tuple(ids[:16]))
             total += 1
     assert len(first_blocks) == total
@@ -168,7 +170,7 @@ def test_designed_misses_share_no_16_token_prefix_block_with_any_prompt(
 ):
     workload = build_workload("long_context_high_reuse")
     requests = [workload.next_request() for _ in range(300)]
-    first_blocks = [tuple(bpe_tokenizer.encode(r.prompt).ids[:16]) for r in requests]
+    first_blocks = [tuple(bpe_tokenizer.encode(str(r.prompt)).ids[:16]) for r in requests]
     for request, block in zip(requests, first_blocks, strict=True):
         if not request.prefix_id:
             assert first_blocks.count(block) == 1

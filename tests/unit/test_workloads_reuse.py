@@ -79,9 +79,9 @@ def test_designed_misses_begin_with_the_unique_tag(build_workload):
     assert len(misses) > 20
     for request in misses:
         tag = re.compile(r"[b-t]{12} \[" + re.escape(request.request_id) + r"\]\n\n")
-        assert tag.match(request.prompt)
-        assert tag.match(request.messages[0]["content"])
-    assert len({r.prompt[:12] for r in misses}) == len(misses)
+        assert tag.match(str(request.prompt))
+        assert tag.match(str(request.messages[0]["content"]))
+    assert len({str(r.prompt)[:12] for r in misses}) == len(misses)
 
 
 def test_hits_share_the_pool_prefix_and_differ_right_after_it(build_workload):
@@ -90,8 +90,9 @@ def test_hits_share_the_pool_prefix_and_differ_right_after_it(build_workload):
     )
     hits = [r for r in _run(workload, 50) if r.expected_hit]
     prefix = workload.pool.item(0).text + "\n\n"
-    assert all(r.prompt.startswith(prefix) for r in hits)
-    heads = {r.prompt[len(prefix) : len(prefix) + 12] for r in hits}
+    prompts = [str(r.prompt) for r in hits]
+    assert all(prompt.startswith(prefix) for prompt in prompts)
+    heads = {prompt[len(prefix) : len(prefix) + 12] for prompt in prompts}
     assert len(heads) == len(hits)
 
 

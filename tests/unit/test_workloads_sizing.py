@@ -16,7 +16,7 @@ def test_prompt_lengths_are_within_2_percent_of_target(build_workload, bpe_sizer
     for _ in range(60):
         request = workload.next_request()
         workload.observe_reply(request, reply_to(request))
-        actual = bpe_sizer.count(request.prompt)
+        actual = bpe_sizer.count(str(request.prompt))
         assert actual == pytest.approx(request.prompt_tokens_target, rel=0.02)
         assert request.prompt_tokens_sized == pytest.approx(actual, rel=0.01, abs=2)
     summary = workload.stats.lengths.summary()
@@ -155,7 +155,7 @@ def test_remote_sizer_costs_no_tokenize_call_per_request_once_calibrated(
         request = workload.next_request()
         workload.observe_reply(request, reply_to(request, tokens_hint=60))
         calls.append(tokenize_server.calls)
-        actual = bpe_sizer.count(request.prompt)
+        actual = bpe_sizer.count(str(request.prompt))
         errors.append((actual - request.prompt_tokens_target) / request.prompt_tokens_target)
     # the first texts of each kind are counted to learn its ratio (and, for cold start,
     # the sentence bank once, at prepare); after that, no call per request

@@ -16,6 +16,7 @@ from kvswarm.locust.arrivals import monotonic_to_unix
 from kvswarm.locust.backoff import Backoff
 from kvswarm.locust.binding import plugin_of
 from kvswarm.records import CANCELLED, RequestRecord, build_record
+from kvswarm.textparts import Text, text_of
 
 __all__ = ["LLMUser"]
 
@@ -49,8 +50,8 @@ class LLMUser(User):
     def send(
         self,
         *,
-        messages: Sequence[Mapping[str, str]] = (),
-        prompt: str = "",
+        messages: Sequence[Mapping[str, Text]] = (),
+        prompt: Text = "",
         max_tokens: int | None = None,
         prefix_id: str = "",
         prefix_tokens: int = 0,
@@ -161,9 +162,9 @@ class LLMUser(User):
         return monotonic_to_unix(due_s)
 
 
-def _flatten(messages: Sequence[Mapping[str, str]]) -> str:
+def _flatten(messages: Sequence[Mapping[str, Text]]) -> str:
     """The completions-API form of a chat: the message contents, in order."""
-    return "\n\n".join(message["content"] for message in messages)
+    return "\n\n".join(text_of(message["content"]) for message in messages)
 
 
 # Any locustfile that uses LLMUser gets kvswarm's options and its plugin: importing the

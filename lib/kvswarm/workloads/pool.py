@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kvswarm.config import ScenarioConfig
+from kvswarm.textparts import SharedText
 from kvswarm.tokens import TextFitter, TokenSizer
 from kvswarm.workloads.bank import CountedBank
 from kvswarm.workloads.text import seeded, sentence_bank
@@ -34,13 +35,18 @@ TextGenerator = Callable[[random.Random], Iterator[str]]
 
 @dataclass(frozen=True)
 class PoolItem:
-    """One shared prefix. `prefix_id` is `<family>-<index>-<digest of the text>`."""
+    """One shared prefix. `prefix_id` is `<family>-<index>-<digest of the text>`; `shared`
+    is the text as requests send it (JSON-encoded once, see kvswarm.textparts)."""
 
     prefix_id: str
     index: int
     text: str
     tokens: int  # as counted by the sizer
     target_tokens: int
+    shared: SharedText = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shared", SharedText(self.text))
 
 
 class PrefixPool:

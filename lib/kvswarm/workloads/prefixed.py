@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 
 from kvswarm.config import ScenarioConfig
 from kvswarm.errors import ConfigError
+from kvswarm.textparts import JoinedText, SharedText, Text
 from kvswarm.tokens import Fitted
 from kvswarm.workloads.pool import PoolItem, PrefixPool, TextGenerator
 from kvswarm.workloads.request import PromptRequest
@@ -102,16 +103,18 @@ class PrefixWorkload(Workload):
         salt: str,
         expected_hit: bool = False,
     ) -> PromptRequest:
-        shared = salt + SEPARATOR + item.text if salt else item.text
         salt_tokens = self.fitter.count(salt, "tag") + self._salt_separator_tokens if salt else 0
-        # One string for the completions prompt and a single user message: a long context
-        # is 100-200 kB, and every copy of it is a fresh allocation per request.
-        prompt = shared + SEPARATOR + unique.text
+        # In parts, never joined: a long context is 100-200 kB, and the pool item's text
+        # goes out as the one encoding of it (kvswarm.textparts), not as a copy per request.
+        head: tuple[str | SharedText, ...] = (
+            (salt + SEPARATOR, item.shared) if salt else (item.shared,)
+        )
+        prompt = JoinedText((*head, SEPARATOR + unique.text))
         if self.layout == "user":
-            messages: tuple[dict[str, str], ...] = ({"role": "user", "content": prompt},)
+            messages: tuple[dict[str, Text], ...] = ({"role": "user", "content": prompt},)
         else:
             messages = (
-                {"role": "system", "content": shared},
+                {"role": "system", "content": JoinedText(head) if salt else item.shared},
                 {"role": "user", "content": unique.text},
             )
         fixed = salt_tokens + self._separator_tokens

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from kvswarm.textparts import Text
 
 
 @dataclass(frozen=True)
@@ -10,7 +13,9 @@ class PromptRequest:
     """One request of a scenario, in both API forms, with its reuse accounting.
 
     `messages` is the chat form (`/v1/chat/completions`), `prompt` the same text flattened
-    for `/v1/completions`; send one of them as is (the dicts are not to be mutated).
+    for `/v1/completions`; send one of them as is (the dicts are not to be mutated). A text
+    may be in parts (`kvswarm.textparts`: a long shared prefix is not copied into each
+    request); `str(text)` is the whole of it.
     Token counts are in tokens of the served model, as sized by the workload's sizer, and
     count the text only: a chat template adds a few tokens per message on the server.
 
@@ -29,8 +34,8 @@ class PromptRequest:
 
     scenario: str
     request_id: str
-    messages: tuple[dict[str, str], ...]
-    prompt: str
+    messages: tuple[Mapping[str, Text], ...]
+    prompt: Text
     max_tokens: int
     prefix_id: str = ""
     prefix_tokens: int = 0
