@@ -227,10 +227,13 @@ def _malformed(path: Path) -> str:
             continue
         cells = text[column.name]
         cells = cells[cells != ""]
-        bad = cells[pd.to_numeric(cells, errors="coerce").isna()]
+        numbers = pd.to_numeric(cells, errors="coerce")
+        bad = cells[numbers.isna()]
         if column.kind in ("int", "bool") and bad.empty:
-            numbers = pd.to_numeric(cells)
-            bad = cells[numbers != numbers.round()]
+            # a float where an integer belongs: a fraction, inf, or beyond int64
+            numbers = numbers.astype(float)
+            whole = np.isfinite(numbers) & (numbers == numbers.round()) & (numbers.abs() < 2**63)
+            bad = cells[~whole]
         if not bad.empty:
             line = int(bad.index[0]) + 2  # 1-based, after the header
             return (
@@ -257,12 +260,14 @@ def read_requests(path: Path) -> pd.DataFrame:
     present = {name: dtype for name, dtype in dtypes.items() if name in header}
     whole = _whole_lines(path)
     try:
-        frame = pd.read_csv(
-            path if whole is None else whole,
-            dtype=present,
-            keep_default_na=False,
-            na_values={column.name: [""] for column in COLUMNS if column.nullable},
-        )
+        # numpy warns while pandas tries a float like 1e30 as an integer, before it fails
+        with np.errstate(invalid="ignore"):
+            frame = pd.read_csv(
+                path if whole is None else whole,
+                dtype=present,
+                keep_default_na=False,
+                na_values={column.name: [""] for column in COLUMNS if column.nullable},
+            )
     except (pd.errors.ParserError, ValueError, TypeError, OverflowError):
         raise KvswarmError(_malformed(path)) from None
     for column in absent:

@@ -119,6 +119,20 @@ def test_a_malformed_cell_is_one_line_naming_the_file_and_column(run_dir: Path) 
     assert str(error.value) == f"{path}: column ttft_ms: line 4: 'fast' is not a float"
 
 
+@pytest.mark.parametrize("value", ["1e30", "inf", "1e400", "9" * 25, "2.5"])
+def test_a_number_that_is_no_integer_is_named_without_a_warning(
+    run_dir: Path, value: str, recwarn: pytest.WarningsRecorder
+) -> None:
+    path = run_dir / "requests.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[2, "prompt_tokens"] = value
+    frame.to_csv(path, index=False)
+    with pytest.raises(KvswarmError) as error:
+        load_run(run_dir)
+    assert str(error.value) == f"{path}: column prompt_tokens: line 4: {value!r} is not an int"
+    assert not recwarn.list
+
+
 def test_a_missing_column_or_file_exits_2_in_one_line(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
