@@ -216,20 +216,11 @@ def test_a_request_body_arrives_whole_however_the_socket_takes_it(
 ) -> None:
     """A long body goes out beside its head, not joined to it; whatever part of them one
     send takes, the rest follows."""
-    sockets: list[PartialSender] = []
-
-    def connect(address: tuple[str, int], timeout: float) -> PartialSender:
-        sock = PartialSender()
-        sock.cap, sock.gathered = cap, []
-        sock.settimeout(timeout)
-        sock.connect(address)
-        sockets.append(sock)
-        return sock
-
+    sock = PartialSender()
+    sock.cap, sock.gathered = cap, []
     prompt = "word " * (prompt_chars // 5)
-    body = _sent_through(server_for, connect, prompt)
+    body = _sent_through(server_for, sock, prompt)
     assert orjson.loads(body)["messages"] == [{"role": "user", "content": prompt}]
-    (sock,) = sockets
     # Short bodies are joined to their head and sent whole; long ones are gathered.
     assert sock.gathered == ([] if prompt_chars < 16_000 else [cap])
 
@@ -251,29 +242,27 @@ def test_a_prompt_in_parts_arrives_as_the_json_of_the_whole_text(server_for, whe
     """A long document shared by requests goes out as its own buffer between the JSON
     before it and the question after it; however much of them one send takes, the server
     reads the body of the joined text."""
-    sockets: list[SplitSender] = []
-
-    def connect(address: tuple[str, int], timeout: float) -> SplitSender:
-        sock = SplitSender()
-        sock.where, sock.gathered = where, []
-        sock.settimeout(timeout)
-        sock.connect(address)
-        sockets.append(sock)
-        return sock
-
+    sock = SplitSender()
+    sock.where, sock.gathered = where, []
     document = SharedText('a "quoted" line\n' * 10_000)  # 190 kB of JSON, escapes and all
     prompt = JoinedText(("tag\n\n", document, "\n\nWhat does it say?"))
-    body = _sent_through(server_for, connect, prompt)
+    body = _sent_through(server_for, sock, prompt)
     assert body == orjson.dumps(
         {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": str(prompt)}]}
         | {"stream": True, "stream_options": {"include_usage": True}}
     )
-    (sock,) = sockets
     assert sock.gathered == [sock.cap]
 
 
-def _sent_through(server_for, connect, prompt: Text) -> bytes:
-    """The body a server received for a chat request of `prompt` sent with `connect`."""
+def _sent_through(server_for, sock: PartialSender, prompt: Text) -> bytes:
+    """The body a server received for a chat request of `prompt` sent over `sock` (its
+    one connection: a second would fail)."""
+
+    def connect(address: tuple[str, int], timeout: float) -> PartialSender:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        return sock
+
     request = CompletionRequest(
         endpoint="chat", model="m", max_tokens=4, messages=[{"role": "user", "content": prompt}]
     )
