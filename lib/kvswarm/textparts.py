@@ -19,7 +19,7 @@ from typing import Any, TypeAlias
 
 import orjson
 
-__all__ = ["Buffer", "JoinedText", "SharedText", "Text", "encode_body", "text_of"]
+__all__ = ["Buffer", "JoinedText", "SharedText", "Text", "encode_body"]
 
 Buffer: TypeAlias = bytes | memoryview
 
@@ -60,13 +60,8 @@ class JoinedText:
         return buffers
 
 
-# A prompt or a message's content as a workload hands it over.
+# A prompt or a message's content as a workload hands it over; `str()` of any is the text.
 Text: TypeAlias = str | SharedText | JoinedText
-
-
-def text_of(text: Text) -> str:
-    """The whole text as one string."""
-    return text if isinstance(text, str) else str(text)
 
 
 _QUOTE = b'"'

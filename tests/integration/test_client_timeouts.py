@@ -39,14 +39,26 @@ END = event(b"[DONE]") + b"0\r\n\r\n"
 
 def read_request(sock) -> bytes:
     """Read one request; its body."""
+    return read_head_and_body(sock)[1]
+
+
+def read_head_and_body(sock) -> tuple[bytes, bytes]:
+    """Read one request: its head and its body. ConnectionError when the client closes
+    the connection first."""
     data = b""
     while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
+        data += _more(sock)
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
     while len(body) < length:
-        body += sock.recv(65536)
-    return body
+        body += _more(sock)
+    return head, body
+
+
+def _more(sock) -> bytes:
+    if not (data := sock.recv(65536)):
+        raise ConnectionError("the client closed the connection")
+    return data
 
 
 # Every request body the test servers read, in order.

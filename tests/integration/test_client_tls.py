@@ -18,7 +18,7 @@ from gevent.server import StreamServer
 
 from kvswarm.client import CompletionRequest, StreamingClient, Timeouts
 from kvswarm.textparts import JoinedText, SharedText
-from tests.integration.test_client_timeouts import END, HEAD, token
+from tests.integration.test_client_timeouts import END, HEAD, read_head_and_body, token
 
 LIMITS = Timeouts(connect_s=2, ttft_s=5, idle_s=5, total_s=10)
 
@@ -45,30 +45,16 @@ class TlsServer:
     def _handle(self, sock, _address) -> None:
         self.connections += 1
         try:
-            while request := _read_request(sock):
-                head, body = request
+            while True:
+                head, body = read_head_and_body(sock)
                 self.headers.append(head)
                 self.bodies.append(body)
                 sock.sendall(HEAD + token("hello") + token(" there", "stop") + END)
         except OSError:
-            pass  # a handshake the client refused
+            pass  # the client closed the connection, or refused the handshake
 
     def stop(self) -> None:
         self._server.stop(timeout=1)
-
-
-def _read_request(sock) -> tuple[bytes, bytes] | None:
-    """One request's head and body; None when the client closed the connection."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        if not (chunk := sock.recv(65536)):
-            return None
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head, body
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvswarm.textparts import JoinedText, SharedText, encode_body, text_of
+from kvswarm.textparts import JoinedText, SharedText, encode_body
 
 # Characters JSON must escape, and some it must not touch.
 awkward = st.text(alphabet=st.sampled_from('ab "\\\n\t\x00\x1féé€😀/'), max_size=30)
@@ -17,9 +17,9 @@ awkward = st.text(alphabet=st.sampled_from('ab "\\\n\t\x00\x1féé€😀/'), ma
 def _whole(body: dict) -> dict:
     """`body` with every text in parts joined into one string."""
     return {
-        key: [{k: text_of(v) for k, v in m.items()} for m in value]
+        key: [{k: str(v) for k, v in m.items()} for m in value]
         if key == "messages"
-        else text_of(value)
+        else str(value)
         if isinstance(value, JoinedText | SharedText)
         else value
         for key, value in body.items()
@@ -67,5 +67,5 @@ def test_a_value_json_cannot_hold_is_still_an_error() -> None:
 
 def test_str_of_a_text_in_parts_is_the_whole_text() -> None:
     text = JoinedText(("tag\n\n", SharedText("document"), "\n\nquestion"))
-    assert str(text) == text_of(text) == "tag\n\ndocument\n\nquestion"
-    assert text_of("plain") == "plain"
+    assert str(text) == "tag\n\ndocument\n\nquestion"
+    assert str(SharedText("document")) == "document"

@@ -16,7 +16,7 @@ from kvswarm.locust.arrivals import monotonic_to_unix
 from kvswarm.locust.backoff import Backoff
 from kvswarm.locust.binding import plugin_of
 from kvswarm.records import CANCELLED, RequestRecord, build_record
-from kvswarm.textparts import Text, text_of
+from kvswarm.textparts import Text
 
 __all__ = ["LLMUser"]
 
@@ -164,7 +164,7 @@ class LLMUser(User):
 
 def _flatten(messages: Sequence[Mapping[str, Text]]) -> str:
     """The completions-API form of a chat: the message contents, in order."""
-    return "\n\n".join(text_of(message["content"]) for message in messages)
+    return "\n\n".join(str(message["content"]) for message in messages)
 
 
 # Any locustfile that uses LLMUser gets kvswarm's options and its plugin: importing the

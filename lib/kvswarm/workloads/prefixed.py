@@ -114,7 +114,7 @@ class PrefixWorkload(Workload):
             messages: tuple[dict[str, Text], ...] = ({"role": "user", "content": prompt},)
         else:
             messages = (
-                {"role": "system", "content": JoinedText(head) if salt else item.shared},
+                {"role": "system", "content": JoinedText(head)},
                 {"role": "user", "content": unique.text},
             )
         fixed = salt_tokens + self._separator_tokens
